@@ -1,0 +1,39 @@
+# Hunt Relay: the two commands are `make demo` and `make test`. Everything they need is installed here
+# (a virtual environment in .venv from the pinned requirements, Azurite in node_modules from the npm lock file).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := .make
+
+.PHONY: test demo setup lint typecheck unit bench clean
+
+$(STAMP)/venv: requirements.txt requirements-dev.txt
+	@mkdir -p $(STAMP)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMP)/npm: package.json package-lock.json
+	@mkdir -p $(STAMP)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(STAMP)/venv $(STAMP)/npm
+
+lint: $(STAMP)/venv
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)/venv
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/python -m sandbox.demo
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules $(STAMP) .pytest_cache .mypy_cache .ruff_cache
