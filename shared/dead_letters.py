@@ -1,0 +1,46 @@
+"""Dead-letter records: every hunt that ends without results leaves one, with the raw message and the reason.
+
+Records are JSON blobs in the dead-letter container, named `<yyyy>/<mm>/<dd>/<key>.json` where the key is the job
+id when known, else the queue message id; written create-only, so a redelivered message does not duplicate its
+record.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime
+from typing import Any
+
+from azure.storage.blob import ContainerClient
+
+from shared.blob_sink import write_json_create_only
+from shared.envelope import iso
+
+logger = logging.getLogger(__name__)
+
+
+class DeadLetters:
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+
+    def record(self, *, key: str, raw: bytes, reason: str, error: dict[str, Any], queue: str, message_id: str,
+               dequeue_count: int | None, now: datetime, first_enqueued_at: datetime | None = None) -> str:
+        try:
+            raw_field: dict[str, str] = {"text": raw.decode("utf-8")}
+        except UnicodeDecodeError:
+            raw_field = {"base64": base64.b64encode(raw).decode("ascii")}
+        record = {
+            "key": key,
+            "reason": reason,
+            "error": error,
+            "queue": queue,
+            "message_id": message_id,
+            "dequeue_count": dequeue_count,
+            "first_enqueued_at": iso(first_enqueued_at) if first_enqueued_at else None,
+            "dead_lettered_at": iso(now),
+            "message": raw_field,
+        }
+        name = f"{now:%Y/%m/%d}/{key}.json"
+        write_json_create_only(self._container.get_blob_client(name), record)
+        return f"{self._container.container_name}/{name}"

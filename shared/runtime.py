@@ -1,0 +1,99 @@
+"""The relay's process-wide parts, built once from settings and shared by every hunt the process runs:
+one API credential, one pooled HTTP session, storage clients, the webhook sender and the processor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, QueueServiceClient
+from requests.adapters import HTTPAdapter
+
+from shared.address_policy import OutboundPolicy
+from shared.blob_sink import BlobSink
+from shared.credentials import api_credential, storage_credential
+from shared.dead_letters import DeadLetters
+from shared.destinations import Target
+from shared.hunting_client import HuntingClient
+from shared.outbound import SafeSender
+from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
+from shared.settings import Settings
+from shared.webhook_sink import WebhookSink
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEUE_VISIBILITY = 7 * 24 * 3600 - 3600  # below the message's default 7-day time-to-live
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Relay:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.session = requests.Session()
+        self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+        self.client = HuntingClient(api_credential(settings), self.session, cloud=settings.cloud,
+                                    base_url=settings.api_base_url)
+        self.queue_service, self.blob_service = _storage_clients(settings)
+        self.hunt_queue: QueueClient = self.queue_service.get_queue_client(settings.queue)
+        self.poison_queue: QueueClient = self.queue_service.get_queue_client(settings.poison_queue)
+        self.dead_letters = DeadLetters(self.blob_service.get_container_client(settings.deadletter_container))
+        self.sender = SafeSender(OutboundPolicy.from_settings(
+            settings.webhook_allowed_hosts, settings.allow_loopback_http, os.environ.get("IDENTITY_ENDPOINT")))
+        self.processor = HuntProcessor(
+            settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
+            requeue=self.requeue, render_template=None, clock=clock, rand=rand,
+        )
+
+    def ensure_resources(self) -> None:
+        """Create the queues and containers if missing (infra creates them in Azure; the local stack needs this)."""
+        for queue in (self.hunt_queue, self.poison_queue):
+            with contextlib.suppress(ResourceExistsError):
+                queue.create_queue()
+        containers = {self.settings.results_container, self.settings.deadletter_container}
+        containers |= {d.container for d in self.settings.destinations.values() if d.type == "blob"}
+        for name in sorted(containers):
+            try:
+                self.blob_service.create_container(name)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as error:  # e.g. no permission to create: infra should have
+                logger.warning("could not create container %s (%s)", name, error.status_code)
+
+    def sink_for(self, target: Target) -> Sink:
+        destination = target.destination
+        if destination.type == "blob":
+            return BlobSink(self.blob_service.get_container_client(destination.container), destination.prefix)
+        return WebhookSink(name=destination.name, url=destination.url, secrets=destination.secrets,
+                           sender=self.sender, inline=target.inline, clock=self.clock)
+
+    def requeue(self, message: str, delay_seconds: int) -> None:
+        self.hunt_queue.send_message(message, visibility_timeout=max(0, min(delay_seconds, MAX_REQUEUE_VISIBILITY)))
+
+    def handle(self, raw: bytes, *, message_id: str, dequeue_count: int | None = None) -> Outcome:
+        return self.processor.process(MessageInfo(raw, message_id, dequeue_count))
+
+
+def _storage_clients(settings: Settings) -> tuple[QueueServiceClient, BlobServiceClient]:
+    storage = settings.storage
+    if storage.connection_string:
+        return (QueueServiceClient.from_connection_string(storage.connection_string),
+                BlobServiceClient.from_connection_string(storage.connection_string))
+    credential: Any = storage_credential(storage)
+    assert storage.queue_url and storage.blob_url
+    return (QueueServiceClient(storage.queue_url, credential=credential),
+            BlobServiceClient(storage.blob_url, credential=credential))

@@ -1,0 +1,100 @@
+"""Webhook results: the envelope POSTed as JSON, signed per Standard Webhooks, through the outbound guard.
+
+`webhook-id` is derived from the job id, so a redelivered job carries the same id and the receiver can drop the
+duplicate. Status handling follows the Standard Webhooks spec:
+
+    2xx                        delivered
+    410 Gone                   the endpoint is gone: DeliveryRefused (terminal)
+    429, 502, 503, 504, 5xx    DeliveryRetryable, honouring Retry-After
+    3xx                        a failure (redirects are never followed): DeliveryRefused
+    other 4xx                  DeliveryRefused (the receiver will not take it)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared import envelope
+from shared.errors import DeliveryRefused, DeliveryRetryable
+from shared.hunt_request import HuntRequest
+from shared.hunting_client import ResultStream
+from shared.result_formats import ResultSummary, render
+from shared.throttling import retry_after_from_headers
+from shared.webhook_signing import parse_secret, signed_headers, webhook_id_for
+
+logger = logging.getLogger(__name__)
+
+
+class SendResult(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class Sender(Protocol):
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], *, inline: bool) -> SendResult: ...
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    location: str
+    summary: ResultSummary | None
+
+
+class WebhookSink:
+    def __init__(self, *, name: str, url: str, secrets: tuple[str, ...], sender: Sender, inline: bool,
+                 clock: Callable[[], datetime]) -> None:
+        self._name = name
+        self._url = url
+        self._secrets = [parse_secret(s) for s in secrets]
+        self._sender = sender
+        self._inline = inline
+        self._clock = clock
+
+    @property
+    def location(self) -> str:
+        return f"webhook:{self._name}"
+
+    def already_delivered(self, request: HuntRequest) -> bool:
+        return False  # a webhook cannot be asked; receivers deduplicate on webhook-id
+
+    def deliver_result(self, request: HuntRequest, stream: ResultStream,
+                       clock: Callable[[], datetime]) -> WebhookDelivery:
+        body = io.BytesIO()
+        # Webhooks always receive the JSON envelope.
+        summary = render(body, "json", envelope.head(request, "succeeded"), stream, clock)
+        self._post(request.id, body.getvalue())
+        return WebhookDelivery(self.location, summary)
+
+    def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> WebhookDelivery:
+        self._post(job_id, json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8"))
+        return WebhookDelivery(self.location, None)
+
+    def _post(self, job_id: str, body: bytes) -> None:
+        headers = {"Content-Type": "application/json"}
+        timestamp = int(self._clock().timestamp())
+        if self._secrets:
+            headers.update(signed_headers(self._secrets, webhook_id_for(job_id), timestamp, body))
+        else:
+            headers["webhook-id"] = webhook_id_for(job_id)
+            headers["webhook-timestamp"] = str(timestamp)
+        result = self._sender.post(self._url, body, headers, inline=self._inline)
+        status = result.status
+        logger.info("hunt %s: webhook %s answered %s", job_id, self._name, status)
+        if 200 <= status < 300:
+            return
+        if status == 410:
+            raise DeliveryRefused(f"webhook {self._name} answered 410 Gone: the endpoint no longer exists")
+        if status == 429 or status >= 500:
+            raise DeliveryRetryable(f"webhook {self._name} answered {status}",
+                                    retry_after_from_headers(result.headers, self._clock()))
+        if 300 <= status < 400:
+            raise DeliveryRefused(f"webhook {self._name} answered a redirect ({status}); redirects are not followed")
+        raise DeliveryRefused(f"webhook {self._name} refused the delivery with HTTP {status}")

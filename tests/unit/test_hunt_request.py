@@ -1,0 +1,121 @@
+"""The hunt request v1: decoding, validation, and agreement with the shipped JSON Schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from shared.errors import InvalidHuntRequest
+from shared.hunt_request import decode_hunt_request
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "hunt-request.v1.schema.json").read_text())
+
+
+def decode(body: object):
+    text = body if isinstance(body, str) else json.dumps(body)
+    return decode_hunt_request(text, message_id="queue-msg-1", default_api="mde", now=NOW)
+
+
+VALID = [
+    {"query": "DeviceInfo | take 1"},
+    {"Query": "DeviceInfo | take 1"},
+    {"query": "x", "id": "job-1", "api": "m365d", "format": "csv", "context": {"incident": 42}},
+    {"query": "x", "api": "graph", "timespan": "P7D"},
+    {"query": "x", "api": "graph", "timespan": "2026-11-01T00:00:00Z/2026-11-02T00:00:00Z"},
+    {"query": "x", "destination": "soc-webhook", "format": "ndjson"},
+    {"template": "logons-of-user", "parameters": {"upn": "a@b.example"}},
+    {"template": "logons-of-user"},
+    {"query": "x", "attempt": 3, "first_enqueued_at": "2026-11-23T10:00:00+00:00", "version": 1},
+    {"query": "x", "id": "A" * 128},
+]
+
+INVALID = [
+    ({}, "query"),
+    ({"query": ""}, "query"),
+    ({"query": "   "}, "query"),
+    ({"query": 5}, "query"),
+    ({"query": "x", "Query": "y"}, "query"),
+    ({"query": "x", "template": "t"}, "query"),
+    ({"query": "x", "parameters": {}}, "parameters"),
+    ({"query": "x", "api": "sentinel"}, "api"),
+    ({"query": "x", "format": "xml"}, "format"),
+    ({"query": "x", "timespan": "P7D"}, "timespan"),
+    ({"query": "x", "api": "graph", "timespan": "last week"}, "timespan"),
+    ({"query": "x", "context": [1, 2]}, "context"),
+    ({"query": "x", "id": "../../etc/passwd"}, "id"),
+    ({"query": "x", "id": "job\n1"}, "id"),
+    ({"query": "x", "id": ""}, "id"),
+    ({"query": "x", "id": "A" * 129}, "id"),
+    ({"query": "x", "attempt": 0}, "attempt"),
+    ({"query": "x", "attempt": "2"}, "attempt"),
+    ({"query": "x", "version": 2}, "version"),
+    ({"query": "x", "destination": ""}, "destination"),
+    ({"query": "x", "colour": "blue"}, "colour"),
+    ({"template": "../evil"}, "template"),
+]
+
+
+@pytest.mark.parametrize("body", VALID)
+def test_valid_messages_are_accepted_by_the_parser_and_the_schema(body):
+    decode(body)
+    jsonschema.validate(body, SCHEMA)
+
+
+@pytest.mark.parametrize(("body", "field"), INVALID)
+def test_invalid_messages_are_refused_by_the_parser_and_the_schema_naming_the_field(body, field):
+    with pytest.raises(InvalidHuntRequest) as refused:
+        decode(body)
+    assert refused.value.field == field
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, SCHEMA)
+
+
+def test_plain_and_base64_messages_decode_to_the_same_request():
+    body = json.dumps({"query": "DeviceInfo | take 1", "id": "j1"})
+    plain = decode(body)
+    encoded = decode(base64.b64encode(body.encode()).decode())
+    assert plain == encoded
+
+
+def test_defaults_come_from_the_queue_message_and_settings():
+    request = decode({"query": "DeviceInfo"})
+    assert (request.id, request.api, request.format, request.attempt) == ("queue-msg-1", "mde", "json", 1)
+    assert request.first_enqueued_at == NOW
+
+
+def test_the_query_text_is_kept_byte_for_byte():
+    query = 'DeviceProcessEvents\n// a comment\n| where ProcessCommandLine has @"C:\\Temp" or FileName == \'é"\''
+    assert decode({"query": query}).query == query
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ("not json", "neither a JSON object nor base64"),
+    (base64.b64encode(b"[1,2]").decode(), "base64, but not of a JSON object"),
+    ("[1, 2]", "neither a JSON object nor base64"),
+    ('{"query": "x",}', "not valid JSON"),
+    ("{" * 10 + '"a":' * 0, "not valid JSON"),
+    ('{"a":' * 100 + "1" + "}" * 100, "nests deeper"),
+    ("{" + " " * (70 * 1024) + "}", "limit is"),
+])
+def test_malformed_messages_are_refused_with_a_reason(raw, reason):
+    with pytest.raises(InvalidHuntRequest, match=reason):
+        decode(raw)
+
+
+def test_invalid_utf8_is_refused():
+    with pytest.raises(InvalidHuntRequest, match="UTF-8"):
+        decode_hunt_request(b'{"query": "\xff"}', message_id="m", default_api="mde", now=NOW)
+
+
+def test_a_re_enqueued_copy_keeps_id_and_first_time_and_counts_the_attempt():
+    request = decode({"query": "DeviceInfo", "id": "job-7", "context": {"run": "r1"}})
+    again = decode(request.next_attempt("HTTP 429").to_message())
+    assert (again.id, again.attempt, again.first_enqueued_at, again.context) == ("job-7", 2, NOW, {"run": "r1"})
+    assert again.last_error == "HTTP 429"
+    assert again.query == request.query
