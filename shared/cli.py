@@ -12,7 +12,9 @@ import base64
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run hunts from the queue")
     worker.add_argument("--drain", action="store_true", help="return once the queue is empty (delayed included)")
     worker.add_argument("--concurrency", type=int, default=4, help="hunts run at once (default 4)")
+    worker.add_argument("--lease-seconds", type=int, default=60,
+                        help="how long a message stays invisible between lease renewals (default 60)")
     enqueue = commands.add_parser("enqueue", help="put a hunt on the queue and print its job id")
     source = enqueue.add_mutually_exclusive_group(required=True)
     source.add_argument("--query", help="the KQL")
@@ -85,13 +89,33 @@ def _worker(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ)
     relay = Relay(settings)
     relay.ensure_resources()
-    worker = PortableWorker(
+    hunts = PortableWorker(
         relay.hunt_queue, relay.poison_queue,
         lambda raw, message_id, count: relay.handle(raw, message_id=message_id, dequeue_count=count),
-        concurrency=args.concurrency, max_dequeue_count=settings.max_dequeue_count,
+        concurrency=args.concurrency, max_dequeue_count=settings.max_dequeue_count, lease_seconds=args.lease_seconds,
     )
-    stats = worker.run(drain=args.drain)
-    logging.getLogger(__name__).info("worker stopped: %s processed, %s poisoned", stats.processed, stats.poisoned)
+    # Like the Function's second trigger: poison messages are persisted as dead letters, not left to expire.
+    poison = PortableWorker(
+        relay.poison_queue, None,
+        lambda raw, message_id, count: relay.handle_poison(raw, message_id=message_id, dequeue_count=count),
+        concurrency=1, lease_seconds=args.lease_seconds,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.drain:
+        stats = hunts.run(drain=True, stop=stop)
+        poison.run(drain=True, stop=stop)
+    else:
+        poison_thread = threading.Thread(target=poison.run, kwargs={"stop": stop}, daemon=True)
+        poison_thread.start()
+        try:
+            stats = hunts.run(stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            stats = hunts.stats
+        poison_thread.join(10)
+    logging.getLogger(__name__).info("worker stopped: %s processed, %s poisoned, %s dead-lettered from poison",
+                                     stats.processed, stats.poisoned, poison.stats.processed)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.address_policy import host_is_allowed
 from shared.errors import DeliveryRefused
 from shared.settings import Destination, Settings
 
@@ -32,7 +33,7 @@ def resolve_destination(name: str | None, settings: Settings) -> Target:
         if not settings.webhook_allowed_hosts:
             raise DeliveryRefused("inline webhook URLs are not enabled: name a configured destination, or list the "
                                   "host in HUNT_WEBHOOK_ALLOWED_HOSTS")
-        if host not in settings.webhook_allowed_hosts:
+        if not host_is_allowed(host, settings.webhook_allowed_hosts):
             raise DeliveryRefused(f"inline webhook host {host!r} is not in HUNT_WEBHOOK_ALLOWED_HOSTS")
         return Target(Destination("inline", "webhook", url=name), inline=True)
     known = ", ".join(sorted(settings.destinations)) or "none"

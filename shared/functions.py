@@ -19,3 +19,7 @@ def relay() -> Relay:
 
 def handle_hunt_message(body: bytes, *, message_id: str | None, dequeue_count: int | None) -> Outcome:
     return relay().handle(body, message_id=message_id or "unknown", dequeue_count=dequeue_count)
+
+
+def handle_poison_message(body: bytes, *, message_id: str | None, dequeue_count: int | None) -> Outcome:
+    return relay().handle_poison(body, message_id=message_id or "unknown", dequeue_count=dequeue_count)

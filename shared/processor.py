@@ -28,6 +28,7 @@ from shared.destinations import Target, resolve_destination
 from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
 from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, HuntRequest, decode_hunt_request, message_json
 from shared.hunting_client import ApiReply, ApiResult, ResultStream, StreamBroken, TransportFailure
+from shared.quota_gate import Admit, Wait
 from shared.result_formats import ResultSummary
 from shared.settings import Settings
 from shared.throttling import throttle_delay, transient_delay
@@ -49,6 +50,13 @@ class Sink(Protocol):
     def deliver_result(self, request: HuntRequest, stream: ResultStream,
                        clock: Callable[[], datetime]) -> Delivery: ...
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> Delivery: ...
+
+
+class Gate(Protocol):
+    """The fleet-wide quota gate (shared.quota_gate), per API."""
+
+    def admit(self, api: str) -> Admit | Wait: ...
+    def throttled(self, api: str, seconds: float) -> None: ...
 
 
 class Runner(Protocol):
@@ -75,7 +83,7 @@ class Outcome:
 
 class HuntProcessor:
     def __init__(self, *, settings: Settings, client: Runner, sink_for: Callable[[Target], Sink],
-                 dead_letters: DeadLetters, requeue: Callable[[str, int], None],
+                 dead_letters: DeadLetters, requeue: Callable[[str, int], None], gate: Gate | None,
                  render_template: Callable[[str, dict[str, Any]], str] | None,
                  clock: Callable[[], datetime], rand: Callable[[], float]) -> None:
         self._settings = settings
@@ -83,6 +91,7 @@ class HuntProcessor:
         self._sink_for = sink_for
         self._dead_letters = dead_letters
         self._requeue = requeue
+        self._gate = gate
         self._render_template = render_template
         self._clock = clock
         self._rand = rand
@@ -107,6 +116,10 @@ class HuntProcessor:
             query = self._query_of(request)
         except (InvalidHuntRequest, KeyError, ValueError) as error:
             return self._fail(message, request, sink, ErrorInfo("InvalidTemplate", str(error)))
+        if self._gate is not None:
+            verdict = self._gate.admit(request.api)
+            if isinstance(verdict, Wait):
+                return self._defer(message, request, sink, verdict)
         reply = self._client.run(request.api, query, request.timespan)
         if isinstance(reply, TransportFailure):
             return self._retry(message, request, sink, reply.reason, None)
@@ -127,6 +140,23 @@ class HuntProcessor:
         logger.info("hunt %s: delivered %s rows to %s", request.id, rows, delivery.location)
         return Outcome(request.id, "delivered", "", request.api, rows, delivery.location)
 
+    def process_poison(self, message: MessageInfo) -> Outcome:
+        """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it."""
+        now = self._clock()
+        try:
+            request = decode_hunt_request(message.raw, message_id=message.message_id,
+                                          default_api=self._settings.api, now=now)
+        except InvalidHuntRequest as invalid:
+            return self._reject(message, invalid)
+        error = ErrorInfo("Poison", f"the hunt could not be processed in {self._settings.max_dequeue_count} "
+                                    "deliveries (the handler failed each time); it was not run again",
+                          hint="check the relay's logs for this job id; send the hunt again once fixed")
+        try:
+            sink: Sink | None = self._sink_for(resolve_destination(request.destination, self._settings))
+        except DeliveryRefused:
+            sink = None
+        return self._fail(message, request, sink, error)
+
     def _query_of(self, request: HuntRequest) -> str:
         if request.query is not None:
             return request.query
@@ -144,11 +174,24 @@ class HuntProcessor:
                                    rand=self._rand, max_delay=self._remaining_lifetime(request))
             logger.info("hunt %s: throttled by the %s API, back in %.1f s (from the %s)", request.id,
                         request.api, delay.seconds, delay.source)
+            if self._gate is not None:
+                self._gate.throttled(request.api, delay.seconds)
             return self._requeue_or_give_up(message, request, sink, f"HTTP 429 from the {request.api} API",
                                             delay.seconds)
         reason = verdict.reason if isinstance(verdict, Transient) else f"unexpected {verdict}"
         assert not isinstance(verdict, Success)
         return self._retry(message, request, sink, reason, None)
+
+    def _defer(self, message: MessageInfo, request: HuntRequest, sink: Sink, wait: Wait) -> Outcome:
+        """The gate says not now: the same attempt goes back on the queue; no call was spent."""
+        age = ((self._clock() - (request.first_enqueued_at or self._clock())).total_seconds())
+        if age + wait.seconds >= self._settings.max_age_seconds:
+            error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
+                                        f"last error: {wait.reason}")
+            return self._fail(message, request, sink, error)
+        logger.info("hunt %s: %s, back in %.1f s", request.id, wait.reason, wait.seconds)
+        self._requeue(request.to_message(), math.ceil(wait.seconds))
+        return Outcome(request.id, "requeued", wait.reason, request.api, delay=wait.seconds)
 
     def _retry(self, message: MessageInfo, request: HuntRequest, sink: Sink, reason: str,
                retry_after: float | None) -> Outcome:

@@ -8,12 +8,14 @@ import contextlib
 import logging
 import os
 import random
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 from requests.adapters import HTTPAdapter
@@ -26,6 +28,7 @@ from shared.destinations import Target
 from shared.hunting_client import HuntingClient
 from shared.outbound import SafeSender
 from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
+from shared.quota_gate import Admit, QuotaGate, Wait, Window
 from shared.settings import Settings
 from shared.webhook_sink import WebhookSink
 
@@ -54,9 +57,11 @@ class Relay:
         self.dead_letters = DeadLetters(self.blob_service.get_container_client(settings.deadletter_container))
         self.sender = SafeSender(OutboundPolicy.from_settings(
             settings.webhook_allowed_hosts, settings.allow_loopback_http, os.environ.get("IDENTITY_ENDPOINT")))
+        self.gates = QuotaGates(_table_service(settings).get_table_client(settings.gate_table), settings,
+                                clock=clock, rand=rand) if settings.quota_gate else None
         self.processor = HuntProcessor(
             settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
-            requeue=self.requeue, render_template=None, clock=clock, rand=rand,
+            requeue=self.requeue, gate=self.gates, render_template=None, clock=clock, rand=rand,
         )
 
     def ensure_resources(self) -> None:
@@ -74,6 +79,9 @@ class Relay:
             except HttpResponseError as error:  # e.g. no permission to create: infra should have
                 logger.warning("could not create container %s (%s)", name, error.status_code)
 
+        if self.gates is not None:
+            self.gates.ensure_table()
+
     def sink_for(self, target: Target) -> Sink:
         destination = target.destination
         if destination.type == "blob":
@@ -86,6 +94,46 @@ class Relay:
 
     def handle(self, raw: bytes, *, message_id: str, dequeue_count: int | None = None) -> Outcome:
         return self.processor.process(MessageInfo(raw, message_id, dequeue_count))
+
+    def handle_poison(self, raw: bytes, *, message_id: str, dequeue_count: int | None = None) -> Outcome:
+        return self.processor.process_poison(MessageInfo(raw, message_id, dequeue_count))
+
+
+class QuotaGates:
+    """One QuotaGate per API, over one table (created once per process)."""
+
+    def __init__(self, table: TableClient, settings: Settings, *, clock: Callable[[], datetime],
+                 rand: Callable[[], float]) -> None:
+        self._table = table
+        self._clock = clock
+        self._windows = [Window(seconds=seconds, limit=calls) for calls, seconds in settings.quota_windows]
+        self._tenant = re.sub(r"[^A-Za-z0-9-]", "-", settings.tenant_id or "tenant")
+        self._gates: dict[str, QuotaGate] = {}
+        self._rand = rand
+
+    def ensure_table(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self._table.create_table()
+
+    def _gate(self, api: str) -> QuotaGate:
+        if api not in self._gates:
+            self._gates[api] = QuotaGate(self._table, key=f"{api}-{self._tenant}", windows=self._windows,
+                                         clock=self._clock, rand=self._rand)
+        return self._gates[api]
+
+    def admit(self, api: str) -> Admit | Wait:
+        return self._gate(api).admit()
+
+    def throttled(self, api: str, seconds: float) -> None:
+        self._gate(api).pause_until(self._clock() + timedelta(seconds=seconds))
+
+
+def _table_service(settings: Settings) -> TableServiceClient:
+    storage = settings.storage
+    if storage.connection_string:
+        return TableServiceClient.from_connection_string(storage.connection_string)
+    assert storage.table_url
+    return TableServiceClient(storage.table_url, credential=storage_credential(storage))
 
 
 def _storage_clients(settings: Settings) -> tuple[QueueServiceClient, BlobServiceClient]:

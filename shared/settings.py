@@ -54,6 +54,11 @@ SETTINGS: tuple[Setting, ...] = (
             "(keep equal to host.json maxDequeueCount)"),
     Setting("HUNT_MAX_ATTEMPTS", "50", "Attempts (re-enqueues included) before a hunt is given up"),
     Setting("HUNT_MAX_AGE", "24h", "Age of a hunt after which it is given up (e.g. 90m, 24h, 3d)"),
+    Setting("HUNT_QUOTA_GATE", "true", "Share the tenant's call budget and 429 pauses across instances"),
+    Setting("HUNT_GATE_TABLE", "huntquotagate", "Storage table holding the quota gate's state"),
+    Setting("HUNT_CALLS_PER_MINUTE", "45", "Calls per minute the relay allows itself per API (the tenant quota)"),
+    Setting("HUNT_CALLS_PER_HOUR", "1500", "Calls per hour the relay allows itself per API (the tenant quota)"),
+    Setting("HUNT_QUOTA_WINDOWS", None, "Overrides the two above with any windows, e.g. '20/10s,1500/1h'"),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
@@ -105,6 +110,9 @@ class Settings:
     max_dequeue_count: int
     max_attempts: int
     max_age_seconds: float
+    quota_gate: bool = True
+    gate_table: str = "huntquotagate"
+    quota_windows: tuple[tuple[int, int], ...] = ((45, 60), (1500, 3600))   # (calls, seconds)
 
     @property
     def poison_queue(self) -> str:
@@ -190,6 +198,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(f"HUNT_MAX_AGE: {error}")
         max_age = 86400.0
 
+    windows = _quota_windows(get, positive_int, problems)
+    gate_table = get("HUNT_GATE_TABLE") or "huntquotagate"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", gate_table):
+        problems.append(f"HUNT_GATE_TABLE={gate_table!r} is not a valid table name (3-63 letters and digits)")
+
     queue = get("HUNT_QUEUE") or "hunts"
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]", queue):
         problems.append(f"HUNT_QUEUE={queue!r} is not a valid queue name (3-56 lowercase letters, digits, -)")
@@ -203,10 +216,28 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         allow_loopback_http=allow_loopback, results_container=results_container,
         deadletter_container=deadletter_container, max_dequeue_count=positive_int("HUNT_MAX_DEQUEUE_COUNT"),
         max_attempts=positive_int("HUNT_MAX_ATTEMPTS"), max_age_seconds=max_age,
+        quota_gate=(get("HUNT_QUOTA_GATE") or "true").lower() not in ("0", "false", "no", "off"),
+        gate_table=gate_table, quota_windows=windows,
     )
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _quota_windows(get: Callable[[str], str | None], positive_int: Callable[[str], int],
+                   problems: list[str]) -> tuple[tuple[int, int], ...]:
+    text = get("HUNT_QUOTA_WINDOWS")
+    if not text:
+        return ((positive_int("HUNT_CALLS_PER_MINUTE"), 60), (positive_int("HUNT_CALLS_PER_HOUR"), 3600))
+    windows = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+\s*[smhd]?)\s*", part)
+        seconds = parse_duration(match.group(2)) if match else 0
+        if not match or int(match.group(1)) < 1 or seconds < 1:
+            problems.append(f"HUNT_QUOTA_WINDOWS: {part.strip()!r} is not CALLS/DURATION such as 45/60s or 1500/1h")
+            continue
+        windows.append((int(match.group(1)), int(seconds)))
+    return tuple(windows)
 
 
 def _is_loopback_http(url: str) -> bool:

@@ -65,7 +65,7 @@ class _Lease:
 
 
 class PortableWorker:
-    def __init__(self, queue: QueueClient, poison_queue: QueueClient, handler: Handler, *, concurrency: int = 4,
+    def __init__(self, queue: QueueClient, poison_queue: QueueClient | None, handler: Handler, *, concurrency: int = 4,
                  lease_seconds: int = 60, max_dequeue_count: int = 5, retry_visibility: int = 30,
                  max_poll_interval: float = 2.0, on_poison: Callable[[QueueMessage], None] | None = None) -> None:
         self.queue, self.poison_queue, self.handler = queue, poison_queue, handler
@@ -113,7 +113,7 @@ class PortableWorker:
             return False
 
     def _process(self, message: QueueMessage) -> None:
-        if (message.dequeue_count or 0) > self.max_dequeue_count:
+        if self.poison_queue is not None and (message.dequeue_count or 0) > self.max_dequeue_count:
             self._poison(message)
             return
         lease = _Lease(self.queue, message, self.lease_seconds)
@@ -140,6 +140,7 @@ class PortableWorker:
                            type(error).__name__)
 
     def _poison(self, message: QueueMessage) -> None:
+        assert self.poison_queue is not None
         logger.warning("message %s: dequeued %s times, moving it to %s", message.id, message.dequeue_count,
                        self.poison_queue.queue_name)
         self.poison_queue.send_message(message.content)

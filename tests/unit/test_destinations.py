@@ -15,7 +15,7 @@ SETTINGS = load_settings({
     "HUNT_DESTINATIONS": json.dumps({"archive": {"type": "blob", "container": "archive"},
                                      "soc": {"type": "webhook", "url": "https://soc.example/hook"}}),
     "HUNT_DEFAULT_DESTINATION": "archive",
-    "HUNT_WEBHOOK_ALLOWED_HOSTS": "prod-01.westeurope.logic.azure.com",
+    "HUNT_WEBHOOK_ALLOWED_HOSTS": "prod-01.westeurope.logic.azure.com, *.hooks.example.org",
 })
 
 
@@ -32,6 +32,12 @@ def test_an_inline_url_on_the_allowlist_is_accepted_as_inline():
     url = "https://prod-01.westeurope.logic.azure.com/workflows/1/triggers/manual/paths/invoke?sig=abc"
     target = resolve_destination(url, SETTINGS)
     assert (target.destination.url, target.inline) == (url, True)
+
+
+def test_a_wildcard_allows_subdomains_only():
+    assert resolve_destination("https://a.hooks.example.org/x", SETTINGS).inline
+    with pytest.raises(DeliveryRefused):
+        resolve_destination("https://hooks.example.org.evil.example/x", SETTINGS)
 
 
 @pytest.mark.parametrize(("name", "reason"), [

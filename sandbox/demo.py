@@ -1,0 +1,145 @@
+"""`make demo`: Hunt Relay end to end on the local stack, in about a minute.
+
+Starts Azurite, the sandbox (`python -m sandbox`) and a local webhook receiver; puts the seed documents' example
+hunts and a few more on the queue (one per API, one to the webhook, one csv, one with a KQL syntax error, one the
+identity has no permission for); runs the portable worker (`python -m shared worker --drain`) until the queue is
+empty; prints a table of what became of each hunt; stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from sandbox.azurite import Azurite
+from sandbox.webhook_receiver import WebhookReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_IDENTITY = "demo-relay-identity"
+
+HUNTS: list[dict[str, Any]] = [
+    {"id": "seed-powershell", "api": "mde",
+     "query": 'DeviceProcessEvents | where InitiatingProcessFileName =~ "powershell.exe" '
+              "| project Timestamp, FileName, InitiatingProcessFileName | order by Timestamp desc | limit 2"},
+    {"id": "seed-appdata", "api": "mde",
+     "query": "DeviceProcessEvents\n| where InitiatingProcessFileName =~ 'powershell.exe'\n"
+              "| where ProcessCommandLine contains 'appdata'\n"
+              "| project Timestamp, FileName, InitiatingProcessFileName, DeviceId\n| limit 2"},
+    {"id": "xdr-alerts-by-severity", "api": "m365d",
+     "query": "AlertInfo | summarize Alerts = count() by Severity | order by Alerts desc"},
+    {"id": "xdr-logons-csv", "api": "m365d", "format": "csv",
+     "query": "DeviceLogonEvents | where ActionType == 'LogonFailed' | project Timestamp, DeviceName, AccountName "
+              "| take 20"},
+    {"id": "network-to-webhook", "api": "m365d", "destination": "soc-webhook",
+     "context": {"incident": "INC-1042", "playbook_run": "demo"},
+     "query": "DeviceNetworkEvents | where RemotePort == 443 | project Timestamp, DeviceName, RemoteUrl | take 5"},
+    {"id": "bad-kql", "api": "m365d", "query": "DeviceProcessEvents | wherex FileName == 'x'"},
+    {"id": "graph-no-permission", "api": "graph", "timespan": "P7D",
+     "query": "EmailEvents | take 3"},
+]
+
+
+def start_sandbox() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--tls-port", "0"],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("sandbox ready:"):
+        process.kill()
+        raise SystemExit(f"the sandbox did not start: {line!r}")
+    fields = dict(part.split("=", 1) for part in line.removeprefix("sandbox ready:").split())
+    return process, fields
+
+
+def main() -> int:
+    started = time.monotonic()
+    receiver = WebhookReceiver().start()
+    with Azurite() as azurite:
+        sandbox, where = start_sandbox()
+        try:
+            print(f"local stack: Azurite queue on port {azurite.ports.queue}, sandbox at {where['api']}, "
+                  f"webhook receiver at {receiver.url}")
+            # The demo's managed identity holds the mde and m365d roles but not Graph's, to show that failure.
+            requests.post(where["api"] + "/_sandbox/identities", timeout=10,
+                          json={"client_id": DEMO_IDENTITY,
+                                "roles": ["AdvancedQuery.Read.All", "AdvancedHunting.Read.All"]}).raise_for_status()
+            env = {
+                **os.environ,
+                "AzureWebJobsStorage": azurite.connection_string,
+                "HUNT_QUEUE": "hunts",
+                "HUNT_API_BASE_URL": where["api"],
+                "HUNT_ALLOW_LOOPBACK_HTTP": "true",
+                "IDENTITY_ENDPOINT": where["msi"],
+                "IDENTITY_HEADER": "sandbox",
+                "AZURE_CLIENT_ID": DEMO_IDENTITY,
+                "HUNT_DESTINATIONS": json.dumps({
+                    "results": {"type": "blob", "container": "hunt-results", "prefix": "demo/"},
+                    "soc-webhook": {"type": "webhook", "url": receiver.url},
+                }),
+                "HUNT_DEFAULT_DESTINATION": "results",
+                "HUNT_LOG_LEVEL": "WARNING",
+            }
+            queue = QueueClient.from_connection_string(azurite.connection_string, "hunts")
+            queue.create_queue()
+            for hunt in HUNTS:
+                queue.send_message(json.dumps(hunt))
+            print(f"enqueued {len(HUNTS)} hunts; running the worker until the queue drains ...")
+            subprocess.run([sys.executable, "-m", "shared", "worker", "--drain", "--concurrency", "4"],
+                           cwd=ROOT, env=env, check=True)
+            print_table(azurite, receiver)
+        finally:
+            sandbox.terminate()
+            sandbox.wait(10)
+            receiver.stop()
+    print(f"demo finished in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def print_table(azurite: Azurite, receiver: WebhookReceiver) -> None:
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("hunt-results")
+    envelopes: dict[str, tuple[dict[str, Any], str]] = {}
+    for blob in blobs.list_blobs(name_starts_with="demo/"):
+        data = blobs.download_blob(blob.name).readall()
+        if blob.name.endswith(".json"):
+            document = json.loads(data)
+        else:
+            meta = blob.metadata or {}
+            document = {"id": meta.get("hunt_id"), "status": meta.get("hunt_status"), "api": meta.get("hunt_api"),
+                        "row_count": int(meta.get("hunt_row_count", 0))}
+        envelopes[str(document["id"])] = (document, "blob hunt-results/" + blob.name)
+    for request in receiver.requests:
+        document = json.loads(request.body)
+        envelopes[str(document["id"])] = (document, "webhook " + receiver.url)
+    print()
+    print(f"{'job id':<24} {'api':<6} {'status':<10} {'rows':>5}  {'time':>6}  destination / error")
+    for hunt in HUNTS:
+        document, where = envelopes.get(hunt["id"], ({}, "(not delivered)"))
+        took = _seconds(document)
+        error = document.get("error", {})
+        detail = f"{error.get('code')}: {error.get('message', '')[:60]}" if error else where
+        print(f"{hunt['id']:<24} {hunt['api']:<6} {document.get('status', 'missing'):<10} "
+              f"{document.get('row_count', ''):>5}  {took:>6}  {detail}")
+    print()
+
+
+def _seconds(document: dict[str, Any]) -> str:
+    try:
+        start = datetime.fromisoformat(document["submitted_at"])
+        end = datetime.fromisoformat(document["completed_at"])
+    except (KeyError, ValueError):
+        return ""
+    return f"{(end - start).total_seconds():.2f}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
