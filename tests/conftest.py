@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sandbox.azurite import Azurite
+
+if TYPE_CHECKING:
+    from sandbox.server import Sandbox
+    from sandbox.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +29,35 @@ def azurite() -> Iterator[Azurite]:
 def unique_name() -> str:
     """A fresh queue/container name per test (lowercase, storage-safe)."""
     return "t" + uuid.uuid4().hex[:20]
+
+
+# --- the sandbox (Defender + Entra ID) --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Sandbox]:
+    """One in-process sandbox for the whole session (20,000 DeviceProcessEvents rows)."""
+    from sandbox.server import Sandbox  # imported here: tests that never use the sandbox need not load its engine
+
+    server = Sandbox(rows=20_000).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Sandbox) -> Sandbox:
+    """The session's sandbox, reset before each test: default knobs, zero counters and quotas, default identities."""
+    sandbox_server.reset()
+    return sandbox_server
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    from sandbox.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

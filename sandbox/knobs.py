@@ -1,0 +1,113 @@
+"""The settings a test turns: quotas and the form of a 429, faults, token lifetime, row cap.
+
+`Knobs` is one mutable object per sandbox (tests write `sb.knobs.quota.calls_per_window = 2`); the admin path
+merges JSON into it with `merge_knobs`, refusing unknown names and wrong types so that a typo fails loudly.
+
+Quota accounting (documented here because tests rely on it):
+- per tenant (the token's `tid`), across all three APIs; fixed windows aligned on the Unix epoch, so a window of
+  60 s resets on every whole minute and `Retry-After` is the whole seconds (rounded up) until that boundary;
+- a call counts when it passes authentication and is not throttled, whatever its outcome (5xx faults and 400s
+  count, 401/403/429 do not);
+- CPU: each admitted call charges `cpu_seconds_per_call`, or when that is None the engine's measured time
+  (wall clock from running the query to the last row sent); once a tenant has used `cpu_budget_seconds` in the
+  current CPU window, calls get 429 until the next CPU window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ThrottleForm = Literal["header_and_body", "body_only", "header_only", "neither"]
+ThrottleBody = Literal["calls", "calls_for_key", "graph"]
+DurationFormat = Literal["hh:mm:ss", "seconds", "minutes", "iso8601"]
+SizeError = Literal["result_size", "preempted"]
+
+
+@dataclass
+class QuotaKnobs:
+    calls_per_window: int = 45
+    window_seconds: float = 60.0
+    cpu_budget_seconds: float = 600.0            # mde: 10 minutes of CPU per hour
+    cpu_window_seconds: float = 3600.0
+    cpu_seconds_per_call: float | None = 0.01    # None: charge the engine's measured time
+    throttle_form: ThrottleForm = "header_and_body"
+    # None: each API's own wording (mde and m365d "calls", graph the generic TooManyRequests)
+    throttle_body: ThrottleBody | None = None
+    cpu_duration_format: DurationFormat = "hh:mm:ss"
+
+
+@dataclass
+class FaultKnobs:
+    # None: the three hunting endpoints; or one of "mde", "m365d", "graph", "msi", "token"
+    # (the identity endpoints honour only status and latency faults).
+    endpoint: str | None = None
+    latency_seconds: float = 0.0
+    status: int = 503                   # 500, 502, 503 or 504
+    status_next: int = 0                # the next N calls get `status`
+    status_rate: float = 0.0            # or each call does with this probability (seeded)
+    reset_next: int = 0                 # the next N responses are cut mid-body by a TCP reset
+    stall_next: int = 0                 # the next N responses stop mid-body for stall_seconds
+    stall_seconds: float = 5.0
+    size_error: SizeError = "result_size"
+    size_error_next: int = 0            # the next N queries get the service's 400 size/preemption error
+
+
+@dataclass
+class Knobs:
+    row_cap: int = 100_000
+    token_lifetime_seconds: float = 3600.0
+    quota: QuotaKnobs = field(default_factory=QuotaKnobs)
+    faults: FaultKnobs = field(default_factory=FaultKnobs)
+
+
+class KnobError(ValueError):
+    """A knob update names an unknown knob or gives a value of the wrong type."""
+
+
+def knobs_as_dict(knobs: Knobs) -> dict[str, Any]:
+    return dataclasses.asdict(knobs)
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return False
+
+
+def merge_knobs(target: Any, update: dict[str, Any], prefix: str = "") -> None:
+    """JSON merge of `update` into the dataclass `target`, in place; raises KnobError before changing anything
+    at the level where a name or type is wrong."""
+    if not isinstance(update, dict):
+        raise KnobError(f"knobs{prefix or ''} must be a JSON object")
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for name, value in update.items():
+        if name not in names:
+            raise KnobError(f"unknown knob {prefix}{name}; known: {', '.join(sorted(names))}")
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise KnobError(f"knob {prefix}{name} must be a JSON object")
+        elif not _accepts(hints[name], value):
+            raise KnobError(f"knob {prefix}{name} cannot be {value!r} (expected {hints[name]})")
+    for name, value in update.items():
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            merge_knobs(current, value, prefix=f"{prefix}{name}.")
+        else:
+            setattr(target, name, float(value) if hints[name] is float else value)
