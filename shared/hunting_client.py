@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import ijson
 import requests
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
 
 from shared.apis import APIS, ApiSpec, Cloud
 
@@ -112,6 +114,8 @@ class HuntingClient:
     def __init__(self, credential: TokenCredential, session: requests.Session, *, cloud: Cloud,
                  base_url: str | None = None) -> None:
         self._credential = credential
+        # azure-identity caches tokens, but concurrent first calls each fetch one: serialize per process.
+        self._token_lock = threading.Lock()
         self._session = session
         self._cloud = cloud
         self._base_url = base_url
@@ -124,7 +128,13 @@ class HuntingClient:
         body: dict[str, str] = {"Query": query}
         if timespan is not None:
             body["Timespan"] = timespan
-        token = self._credential.get_token(spec.scope(self._cloud)).token
+        try:
+            with self._token_lock:
+                token = self._credential.get_token(spec.scope(self._cloud)).token
+        except ClientAuthenticationError as error:
+            # A misconfigured identity fails every hunt alike; retried with backoff until the hunt gives up.
+            first_line = (error.message or type(error).__name__).splitlines()[0][:300]
+            return TransportFailure(f"could not get a token for the {api} API: {first_line}")
         try:
             response = self._session.post(
                 self.url_for(spec),

@@ -159,6 +159,9 @@ class HuntProcessor:
 
     def _query_of(self, request: HuntRequest) -> str:
         if request.query is not None:
+            if not self._settings.allow_raw_queries:
+                raise InvalidHuntRequest("query", "this deployment runs templates only (HUNT_ALLOW_RAW_QUERIES is "
+                                         "false): send 'template' and 'parameters' instead")
             return request.query
         if self._render_template is None:
             raise InvalidHuntRequest("template", "templates are not available in this deployment")

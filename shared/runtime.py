@@ -11,6 +11,7 @@ import random
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -30,6 +31,7 @@ from shared.outbound import SafeSender
 from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
 from shared.quota_gate import Admit, QuotaGate, Wait, Window
 from shared.settings import Settings
+from shared.templates import DEFAULT_TEMPLATES_DIR, get_template, load_templates, render
 from shared.webhook_sink import WebhookSink
 
 logger = logging.getLogger(__name__)
@@ -57,11 +59,14 @@ class Relay:
         self.dead_letters = DeadLetters(self.blob_service.get_container_client(settings.deadletter_container))
         self.sender = SafeSender(OutboundPolicy.from_settings(
             settings.webhook_allowed_hosts, settings.allow_loopback_http, os.environ.get("IDENTITY_ENDPOINT")))
+        # Templates are parsed once at start; a malformed template stops the relay here, not mid-hunt.
+        self.templates = load_templates(Path(settings.templates_dir) if settings.templates_dir
+                                        else DEFAULT_TEMPLATES_DIR)
         self.gates = QuotaGates(_table_service(settings).get_table_client(settings.gate_table), settings,
                                 clock=clock, rand=rand) if settings.quota_gate else None
         self.processor = HuntProcessor(
             settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
-            requeue=self.requeue, gate=self.gates, render_template=None, clock=clock, rand=rand,
+            requeue=self.requeue, gate=self.gates, render_template=self.render_template, clock=clock, rand=rand,
         )
 
     def ensure_resources(self) -> None:
@@ -88,6 +93,9 @@ class Relay:
             return BlobSink(self.blob_service.get_container_client(destination.container), destination.prefix)
         return WebhookSink(name=destination.name, url=destination.url, secrets=destination.secrets,
                            sender=self.sender, inline=target.inline, clock=self.clock)
+
+    def render_template(self, name: str, parameters: dict[str, Any]) -> str:
+        return render(get_template(self.templates, name), parameters)
 
     def requeue(self, message: str, delay_seconds: int) -> None:
         self.hunt_queue.send_message(message, visibility_timeout=max(0, min(delay_seconds, MAX_REQUEUE_VISIBILITY)))

@@ -54,6 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(keep equal to host.json maxDequeueCount)"),
     Setting("HUNT_MAX_ATTEMPTS", "50", "Attempts (re-enqueues included) before a hunt is given up"),
     Setting("HUNT_MAX_AGE", "24h", "Age of a hunt after which it is given up (e.g. 90m, 24h, 3d)"),
+    Setting("HUNT_TEMPLATES_DIR", None, "Folder of .kql hunt templates (default: templates/ beside the code)"),
+    Setting("HUNT_ALLOW_RAW_QUERIES", "true", "false restricts the deployment to templates (no raw KQL in messages)"),
     Setting("HUNT_QUOTA_GATE", "true", "Share the tenant's call budget and 429 pauses across instances"),
     Setting("HUNT_GATE_TABLE", "huntquotagate", "Storage table holding the quota gate's state"),
     Setting("HUNT_CALLS_PER_MINUTE", "45", "Calls per minute the relay allows itself per API (the tenant quota)"),
@@ -110,6 +112,8 @@ class Settings:
     max_dequeue_count: int
     max_attempts: int
     max_age_seconds: float
+    templates_dir: str | None = None
+    allow_raw_queries: bool = True
     quota_gate: bool = True
     gate_table: str = "huntquotagate"
     quota_windows: tuple[tuple[int, int], ...] = ((45, 60), (1500, 3600))   # (calls, seconds)
@@ -217,7 +221,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         deadletter_container=deadletter_container, max_dequeue_count=positive_int("HUNT_MAX_DEQUEUE_COUNT"),
         max_attempts=positive_int("HUNT_MAX_ATTEMPTS"), max_age_seconds=max_age,
         quota_gate=(get("HUNT_QUOTA_GATE") or "true").lower() not in ("0", "false", "no", "off"),
-        gate_table=gate_table, quota_windows=windows,
+        gate_table=gate_table, quota_windows=windows, templates_dir=get("HUNT_TEMPLATES_DIR"),
+        allow_raw_queries=(get("HUNT_ALLOW_RAW_QUERIES") or "true").lower() not in ("0", "false", "no", "off"),
     )
     if problems:
         raise SettingsError(problems)

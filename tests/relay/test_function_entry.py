@@ -12,20 +12,24 @@ import function_app
 from shared import functions
 from tests.relay.conftest import RelayStack
 
+# The app indexes its functions once, as the host does (a second get_functions() refuses duplicate names).
+FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+
 
 @pytest.fixture
 def entry_point(relay_stack: RelayStack):
     for name, value in relay_stack.env().items():
         relay_stack.monkeypatch.setenv(name, value)
     functions.relay.cache_clear()
-    [function] = [f for f in function_app.app.get_functions() if f.get_function_name() == "run_hunt"]
-    yield function
+    yield FUNCTIONS["run_hunt"]
     functions.relay.cache_clear()
 
 
-def test_the_trigger_listens_on_the_hunt_queue_setting_with_the_host_storage_connection(entry_point):
-    [trigger] = [b for b in entry_point.get_bindings() if b.type == "queueTrigger"]
-    assert (trigger.queue_name, trigger.connection) == ("%HUNT_QUEUE%", "AzureWebJobsStorage")
+@pytest.mark.parametrize(("function", "queue"), [("run_hunt", "%HUNT_QUEUE%"),
+                                                 ("persist_poison", "%HUNT_QUEUE%-poison")])
+def test_the_triggers_listen_on_the_hunt_queues_with_the_host_storage_connection(function, queue):
+    [trigger] = [b for b in FUNCTIONS[function].get_bindings() if b.type == "queueTrigger"]
+    assert (trigger.queue_name, trigger.connection) == (queue, "AzureWebJobsStorage")
 
 
 @pytest.mark.parametrize("encode", [False, True], ids=["plain", "base64"])

@@ -168,4 +168,5 @@ def test_fifty_hunts_in_one_process_fetch_one_token_and_reuse_connections(relay_
     assert [o.status for o in stats.outcomes] == ["delivered"] * 50
     tokens = "sandbox-user-identity"
     assert after["tokens_issued"][tokens] - before["tokens_issued"].get(tokens, 0) == 1
-    assert after["connections_accepted"] - before["connections_accepted"] <= 4
+    # One pooled connection per concurrent hunt, plus the token request's (the sandbox serves both on one port).
+    assert after["connections_accepted"] - before["connections_accepted"] <= 4 + 1

@@ -9,12 +9,14 @@ import pytest
 from shared.errors import SettingsError
 from shared.settings import load_settings
 
-STORAGE = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;QueueEndpoint=http://127.0.0.1:1/a"}
+STORAGE = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
+                                  "QueueEndpoint=http://127.0.0.1:1/a"}
 
 
 def test_defaults_give_a_working_relay_with_a_blob_destination():
     settings = load_settings(STORAGE)
-    assert (settings.queue, settings.api, settings.cloud, settings.auth) == ("hunts", "mde", "public", "managed_identity")
+    assert (settings.queue, settings.api, settings.cloud) == ("hunts", "mde", "public")
+    assert settings.auth == "managed_identity"
     assert settings.poison_queue == "hunts-poison"
     assert settings.default_destination == "default"
     assert settings.destinations["default"].container == "hunt-results"
