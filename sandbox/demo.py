@@ -108,7 +108,7 @@ def main() -> int:
 def print_table(azurite: Azurite, receiver: WebhookReceiver) -> None:
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("hunt-results")
     envelopes: dict[str, tuple[dict[str, Any], str]] = {}
-    for blob in blobs.list_blobs(name_starts_with="demo/"):
+    for blob in blobs.list_blobs(name_starts_with="demo/", include=["metadata"]):
         data = blobs.download_blob(blob.name).readall()
         if blob.name.endswith(".json"):
             document = json.loads(data)
