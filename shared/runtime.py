@@ -5,6 +5,7 @@ one API credential, one pooled HTTP session, storage clients, the webhook sender
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 from requests.adapters import HTTPAdapter
 
 from shared.address_policy import OutboundPolicy
+from shared import log_scrub
 from shared.blob_sink import BlobSink
 from shared.credentials import api_credential, storage_credential
 from shared.dead_letters import DeadLetters
@@ -29,7 +31,9 @@ from shared.destinations import Target
 from shared.hunting_client import HuntingClient
 from shared.outbound import SafeSender
 from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
+from shared.queue_sink import QueueSink
 from shared.quota_gate import Admit, QuotaGate, Wait, Window
+from shared.result_links import ResultLinks, signer_for
 from shared.settings import Settings
 from shared.templates import DEFAULT_TEMPLATES_DIR, get_template, load_templates, render
 from shared.webhook_sink import WebhookSink
@@ -46,6 +50,7 @@ def utc_now() -> datetime:
 class Relay:
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now,
                  rand: Callable[[], float] = random.random) -> None:
+        log_scrub.install()
         self.settings = settings
         self.clock = clock
         self.session = requests.Session()
@@ -90,9 +95,21 @@ class Relay:
     def sink_for(self, target: Target) -> Sink:
         destination = target.destination
         if destination.type == "blob":
-            return BlobSink(self.blob_service.get_container_client(destination.container), destination.prefix)
+            return BlobSink(self.blob_service.get_container_client(destination.container), destination.prefix,
+                            gzip=destination.gzip)
+        if destination.type == "queue":
+            return QueueSink(name=destination.name, queue=self.queue_service.get_queue_client(destination.queue),
+                             links=self.result_links)
         return WebhookSink(name=destination.name, url=destination.url, secrets=destination.secrets,
-                           sender=self.sender, inline=target.inline, clock=self.clock)
+                           sender=self.sender, inline=target.inline, clock=self.clock, links=self.result_links,
+                           max_bytes=self.settings.webhook_max_bytes)
+
+    @functools.cached_property
+    def result_links(self) -> ResultLinks:
+        """Link blobs for results too big for a webhook or a queue; a delegation key is fetched at the first link."""
+        signer = signer_for(self.settings.storage, self.blob_service, self.clock)
+        return ResultLinks(self.blob_service.get_container_client(self.settings.results_container), signer,
+                           self.settings.link_lifetime_seconds, self.clock)
 
     def render_template(self, name: str, parameters: dict[str, Any]) -> str:
         return render(get_template(self.templates, name), parameters)

@@ -13,6 +13,25 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sandbox.azurite import Azurite
+from tests.log_audit import LogAudit
+
+_audit = LogAudit()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _audit.start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = _audit.finish()
+    size = _audit.path.stat().st_size
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"log audit: {size} bytes of DEBUG logs checked, {len(leaks)} leaks ({_audit.path})")
+        for leak in leaks[:20]:
+            reporter.write_line("  LEAK " + leak)
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 if TYPE_CHECKING:
     from sandbox.server import Sandbox
