@@ -1,6 +1,7 @@
 """The command line: `python -m shared worker | enqueue | grant-permission`.
 
     worker   [--drain] [--concurrency N]     run hunts from the queue (the portable worker)
+    grant-permission --principal-id ID [--api mde|m365d|graph]   grant the hunting role via Microsoft Graph
     enqueue  --query KQL [--id] [--api] [--destination] [--timespan] [--format] [--context JSON] [--base64]
              puts one hunt on the queue (validated first) and prints its job id
 """
@@ -18,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 
+from shared import grant_permission
 from shared.apis import API_NAMES
 from shared.errors import HuntRelayError
 from shared.hunt_request import FORMATS, decode_hunt_request
@@ -32,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=4, help="hunts run at once (default 4)")
     worker.add_argument("--lease-seconds", type=int, default=60,
                         help="how long a message stays invisible between lease renewals (default 60)")
+    grant = commands.add_parser("grant-permission",
+                                help="grant a hunting API's application role to an identity through Microsoft Graph")
+    grant_permission.configure_parser(grant)
     enqueue = commands.add_parser("enqueue", help="put a hunt on the queue and print its job id")
     source = enqueue.add_mutually_exclusive_group(required=True)
     source.add_argument("--query", help="the KQL")
@@ -128,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args)
         if args.command == "enqueue":
             return _enqueue(args)
+        if args.command == "grant-permission":
+            return grant_permission.run(args)
     except HuntRelayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

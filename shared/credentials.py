@@ -10,8 +10,15 @@ Microsoft's public cloud) is skipped for an authority that is not one of Microso
 
 from __future__ import annotations
 
+import os
+
 from azure.core.credentials import TokenCredential
-from azure.identity import CertificateCredential, ClientSecretCredential, ManagedIdentityCredential
+from azure.identity import (
+    CertificateCredential,
+    ClientSecretCredential,
+    DefaultAzureCredential,
+    ManagedIdentityCredential,
+)
 
 from shared.apis import AUTHORITY_HOSTS
 from shared.settings import Settings, StorageConfig
@@ -39,6 +46,9 @@ def api_credential(settings: Settings) -> TokenCredential:
 
 
 def storage_credential(storage: StorageConfig) -> TokenCredential:
-    """The identity for identity-based storage connections (AzureWebJobsStorage__clientId when user-assigned)."""
-    return ManagedIdentityCredential(client_id=storage.client_id) if storage.client_id \
-        else ManagedIdentityCredential()
+    """The identity for identity-based storage connections (AzureWebJobsStorage__clientId when user-assigned).
+    Outside Azure (no managed identity endpoint: a laptop running `enqueue`), the developer's own sign-in."""
+    if os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT"):
+        return ManagedIdentityCredential(client_id=storage.client_id) if storage.client_id \
+            else ManagedIdentityCredential()
+    return DefaultAzureCredential(managed_identity_client_id=storage.client_id)

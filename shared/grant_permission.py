@@ -15,7 +15,8 @@ Errors (each message says what to do):
 
     GrantError (a HuntRelayError)
     ├── SignInFailed        no Graph token could be had for the caller
-    ├── GrantNotAllowed     Graph answered 401/403: the caller lacks the rights to read or assign app roles
+    ├── GrantNotAllowed     Graph answered 403 (the caller lacks the rights to read or assign app roles) or
+    │                       401 (its token is for another cloud or tenant)
     ├── PrincipalNotFound   no service principal has that object id (a client id given instead, a typo)
     ├── ResourceNotFound    the API's service principal is not in the tenant
     ├── RoleNotFound        the API's service principal has no application role with that value
@@ -131,7 +132,10 @@ def _error_text(payload: dict[str, Any]) -> tuple[str, str]:
 def _refused(status: int, payload: dict[str, Any], doing: str) -> GrantError:
     code, message = _error_text(payload)
     detail = f"{status} {code}: {message}".strip().rstrip(":")
-    if status in (401, 403):
+    if status == 401:
+        return GrantNotAllowed(f"Microsoft Graph did not accept the caller's token to {doing} ({detail}): sign in "
+                               "to the identity's tenant, and give its cloud with --cloud")
+    if status == 403:
         return GrantNotAllowed(f"Microsoft Graph refused to {doing} ({detail}). {REQUIRED_RIGHTS}")
     return GraphRequestFailed(f"Microsoft Graph could not {doing} ({detail})")
 

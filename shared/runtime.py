@@ -4,7 +4,6 @@ one API credential, one pooled HTTP session, storage clients, the webhook sender
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -22,8 +21,8 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 from requests.adapters import HTTPAdapter
 
-from shared.address_policy import OutboundPolicy
 from shared import log_scrub
+from shared.address_policy import OutboundPolicy
 from shared.blob_sink import BlobSink
 from shared.credentials import api_credential, storage_credential
 from shared.dead_letters import DeadLetters
@@ -77,8 +76,12 @@ class Relay:
     def ensure_resources(self) -> None:
         """Create the queues and containers if missing (infra creates them in Azure; the local stack needs this)."""
         for queue in (self.hunt_queue, self.poison_queue):
-            with contextlib.suppress(ResourceExistsError):
+            try:
                 queue.create_queue()
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as error:  # the deployment's roles may not allow creating: infra did
+                logger.warning("could not create queue %s (%s)", queue.queue_name, error.status_code)
         containers = {self.settings.results_container, self.settings.deadletter_container}
         containers |= {d.container for d in self.settings.destinations.values() if d.type == "blob"}
         for name in sorted(containers):
@@ -137,8 +140,12 @@ class QuotaGates:
         self._rand = rand
 
     def ensure_table(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
+        try:
             self._table.create_table()
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as error:
+            logger.warning("could not create the quota gate table (%s)", error.status_code)
 
     def _gate(self, api: str) -> QuotaGate:
         if api not in self._gates:
