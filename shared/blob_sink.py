@@ -1,9 +1,10 @@
 """Blob results: deterministic names from the job id, written create-only from staged blocks.
 
-A result for job X in format F sent to {"type": "blob", "container": C, "prefix": P} lands at C/P/X.F; a failed
-hunt's envelope at C/P/X.failed.json. Rows are staged as blocks while they arrive and the blob appears only when
-the block list is committed, with If-None-Match: * so that a redelivered job is a no-op success and a stream that
-breaks midway leaves nothing under the final name (uncommitted blocks are discarded by the service).
+A result for job X in format F sent to {"type": "blob", "container": C, "prefix": P} lands at C/P/X.F (X.F.gz
+with "gzip": true: Content-Type of the format, Content-Encoding gzip); a failed hunt's envelope at
+C/P/X.failed.json. Rows are staged as blocks while they arrive and the blob appears only when the block list is
+committed, with If-None-Match: * so that a redelivered job is a no-op success and a stream that breaks midway
+leaves nothing under the final name (uncommitted blocks are discarded by the service after a week).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,49 +25,93 @@ from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSe
 from shared import envelope
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
-from shared.result_formats import CONTENT_TYPES, EXTENSIONS, ResultSummary, blob_metadata, render
+from shared.result_formats import CONTENT_TYPES, GzipWriter, ResultSummary, blob_metadata, file_name, render
 
 logger = logging.getLogger(__name__)
 
 BLOCK_BYTES = 4 * 1024 * 1024
 
 
-class StagedBlobWriter:
-    """A write-only binary stream that stages a block every BLOCK_BYTES and commits create-only at the end."""
+class _BlockUpload(threading.Thread):
+    """One block on its way to storage, while the caller parses and renders the next one."""
 
-    def __init__(self, blob: BlobClient, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(self, blob: BlobClient, block_id: str, data: bytes) -> None:
+        super().__init__(name="stage-block", daemon=True)
+        self._blob, self._block_id, self._data = blob, block_id, data
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._blob.stage_block(self._block_id, self._data)
+        except BaseException as error:  # handed to the writer's thread, which raises it
+            self.error = error
+        finally:
+            self._data = b""
+
+    def finish(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+class StagedBlobWriter:
+    """A write-only binary stream that stages a block every `block_bytes` and commits create-only at the end.
+
+    One block is uploaded in the background while the next fills (at most one in flight: memory stays at about
+    two blocks), so that storage latency overlaps parsing instead of adding to it. Block ids carry a per-writer
+    random part: two workers racing on one job (a redelivery while the first still runs) stage distinct blocks,
+    so neither can commit a list that holds the other's data.
+    """
+
+    def __init__(self, blob: BlobClient, block_bytes: int | None = None) -> None:
         self._blob = blob
-        self._block_bytes = block_bytes
+        self._block_bytes = block_bytes or BLOCK_BYTES
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
+        self._writer_id = uuid.uuid4().hex
+        self._in_flight: _BlockUpload | None = None
         self.bytes_written = 0
 
-    def write(self, data: bytes) -> int:
+    @property
+    def name(self) -> str:
+        return str(self._blob.blob_name)
+
+    @property
+    def blocks_staged(self) -> int:
+        return len(self._blocks)
+
+    def write(self, data: bytes, /) -> int:
         self._buffer += data
         self.bytes_written += len(data)
         if len(self._buffer) >= self._block_bytes:
             self._stage()
         return len(data)
 
-    def flush(self) -> None:
-        """Nothing to flush before commit (the buffer is staged by size); present for file-like callers."""
-
-    def writable(self) -> bool:
-        return True
-
     def _stage(self) -> None:
+        self._wait_for_upload()
         if self._buffer:
-            block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
-            self._blob.stage_block(block_id, bytes(self._buffer))
-            self._blocks.append(BlobBlock(block_id))
+            # Every id of one blob must have the same length: 32 hex digits and an 8-digit counter.
+            block_id = base64.b64encode(f"{self._writer_id}{len(self._blocks):08d}".encode()).decode()
+            data = bytes(self._buffer)
             self._buffer.clear()
+            self._blocks.append(BlobBlock(block_id))
+            self._in_flight = _BlockUpload(self._blob, block_id, data)
 
-    def commit(self, content_type: str, metadata: dict[str, str] | None = None) -> bool:
+    def _wait_for_upload(self) -> None:
+        upload, self._in_flight = self._in_flight, None
+        if upload is not None:
+            upload.finish()
+
+    def commit(self, content_type: str, metadata: dict[str, str] | None = None, *,
+               content_encoding: str | None = None) -> bool:
         """True when this call created the blob; False when it already existed (a redelivered job)."""
         self._stage()
+        self._wait_for_upload()
+        settings = ContentSettings(content_type=content_type, content_encoding=content_encoding)
         try:
-            self._blob.commit_block_list(self._blocks, content_settings=ContentSettings(content_type=content_type),
-                                         metadata=metadata, if_none_match="*")
+            self._blob.commit_block_list(self._blocks, content_settings=settings, metadata=metadata,
+                                         if_none_match="*")
         except (ResourceExistsError, ResourceModifiedError):
             return False
         return True
@@ -87,12 +134,13 @@ class BlobDelivery:
 
 
 class BlobSink:
-    def __init__(self, container: ContainerClient, prefix: str) -> None:
+    def __init__(self, container: ContainerClient, prefix: str, *, gzip: bool = False) -> None:
         self._container = container
         self._prefix = prefix
+        self._gzip = gzip
 
     def result_name(self, request: HuntRequest) -> str:
-        return f"{self._prefix}{request.id}.{EXTENSIONS[request.format]}"
+        return self._prefix + file_name(request.id, request.format, gzip=self._gzip)
 
     def failure_name(self, job_id: str) -> str:
         return f"{self._prefix}{job_id}.failed.json"
@@ -113,9 +161,17 @@ class BlobSink:
         name = self.result_name(request)
         head = envelope.head(request, "succeeded")
         writer = StagedBlobWriter(self._container.get_blob_client(name))
-        summary = render(writer, request.format, head, stream, clock)
+        if self._gzip:
+            compressor = GzipWriter(writer)
+            summary = render(compressor, request.format, head, stream, clock)
+            compressor.finish()
+        else:
+            summary = render(writer, request.format, head, stream, clock)
         metadata = None if request.format == "json" else blob_metadata(head, summary)
-        created = writer.commit(CONTENT_TYPES[request.format], metadata)
+        created = writer.commit(CONTENT_TYPES[request.format], metadata,
+                                content_encoding="gzip" if self._gzip else None)
+        if not created:
+            logger.info("hunt %s: %s already existed; kept the first result", request.id, name)
         return BlobDelivery(self.location(name), summary, created)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> BlobDelivery:

@@ -2,9 +2,11 @@
 
     json     the whole envelope: head fields, "results": [rows...], then row_count, truncated, schema, stats
     ndjson   one JSON row per line; the envelope's metadata goes into the blob's metadata (see `blob_metadata`)
-    csv      a header from the schema (or the first row's keys), one line per row; dynamic values as JSON text,
-             null as an empty field, quoting by the standard library's csv module (RFC 4180 minimal quoting)
+    csv      a header from the schema (or the first row's keys), one line per row; dynamic values (objects,
+             arrays) as JSON text, booleans as true/false, null as an empty field; quoting by the standard
+             library's csv module (RFC 4180: a field with a comma, quote, CR or LF is quoted, quotes doubled)
 
+Any format may be gzip-compressed on the way (`GzipWriter`, zlib with a gzip header, fed as rows arrive).
 Memory does not grow with the number of rows: rows are written as they arrive.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +26,8 @@ from shared.hunting_client import Column, ResultStream
 
 CONTENT_TYPES = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 EXTENSIONS = {"json": "json", "ndjson": "ndjson", "csv": "csv"}
+GZIP_LEVEL = 6          # zlib's default: most of the ratio of 9 at a third of its cost
+_GZIP_WBITS = 16 + zlib.MAX_WBITS   # a gzip header and trailer, not a raw zlib stream
 
 
 class BinaryWriter(Protocol):
@@ -38,8 +43,41 @@ class ResultSummary:
     tail: dict[str, Any]
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def file_name(job_id: str, fmt: str, *, gzip: bool = False) -> str:
+    """`<job id>.<format>`, with `.gz` appended when compressed."""
+    return f"{job_id}.{EXTENSIONS[fmt]}" + (".gz" if gzip else "")
+
+
+class GzipWriter:
+    """Compresses what is written into `out` as a gzip stream; `finish()` writes the trailer (once, at the end)."""
+
+    def __init__(self, out: BinaryWriter, level: int = GZIP_LEVEL) -> None:
+        self._out = out
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+        self.bytes_in = 0
+
+    def write(self, data: bytes, /) -> int:
+        self.bytes_in += len(data)
+        compressed = self._compressor.compress(data)
+        if compressed:
+            self._out.write(compressed)
+        return len(data)
+
+    def finish(self) -> None:
+        self._out.write(self._compressor.flush(zlib.Z_FINISH))
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))   # built once: it runs for every row
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON as UTF-8: the relay's one serialization of rows and envelopes."""
+    try:
+        return _ENCODER.encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a "\ud800" escape in the service's JSON) has no UTF-8 form; as an escape it
+        # round-trips exactly.
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: ResultStream,
@@ -49,7 +87,7 @@ def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: ResultStre
         _render_json(out, head, rows)
     elif fmt == "ndjson":
         for row in rows:
-            out.write(_dumps(row) + b"\n")
+            out.write(dumps(row) + b"\n")
     elif fmt == "csv":
         _render_csv(out, stream, rows)
     else:  # pragma: no cover - validated with the request
@@ -57,20 +95,21 @@ def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: ResultStre
     tail = envelope.tail(row_count=stream.row_count, columns=stream.columns, stats=stream.stats,
                          completed_at=clock())
     if fmt == "json":
-        out.write(b"," + _dumps(tail)[1:])
+        out.write(b"," + dumps(tail)[1:])
     return ResultSummary(stream.row_count, bool(tail["truncated"]), stream.columns, stream.stats, tail)
 
 
 def _render_json(out: BinaryWriter, head: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
-    out.write(_dumps(head)[:-1] + b',"results":[')
+    out.write(dumps(head)[:-1] + b',"results":[')
     first = True
     for row in rows:
-        out.write(_dumps(row) if first else b"," + _dumps(row))
+        out.write(dumps(row) if first else b"," + dumps(row))
         first = False
     out.write(b"]")
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """One value as a csv field's text (before quoting)."""
     if value is None:
         return ""
     if isinstance(value, dict | list):
@@ -86,7 +125,8 @@ def _render_csv(out: BinaryWriter, stream: ResultStream, rows: Iterable[dict[str
 
     def emit(cells: list[str]) -> None:
         writer.writerow(cells)
-        out.write(line.getvalue().encode("utf-8"))
+        # A lone surrogate has no UTF-8 form: it becomes "?" (csv has no escape to keep it).
+        out.write(line.getvalue().encode("utf-8", "replace"))
         line.seek(0)
         line.truncate()
 
@@ -95,7 +135,7 @@ def _render_csv(out: BinaryWriter, stream: ResultStream, rows: Iterable[dict[str
         if names is None:
             names = [c.name for c in stream.columns] or list(row)
             emit(names)
-        emit([_cell(row.get(name)) for name in names])
+        emit([csv_cell(row.get(name)) for name in names])
     if names is None and stream.columns:
         emit([c.name for c in stream.columns])
 

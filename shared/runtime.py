@@ -75,7 +75,9 @@ class Relay:
 
     def ensure_resources(self) -> None:
         """Create the queues and containers if missing (infra creates them in Azure; the local stack needs this)."""
-        for queue in (self.hunt_queue, self.poison_queue):
+        destination_queues = [self.queue_service.get_queue_client(d.queue)
+                              for d in self.settings.destinations.values() if d.type == "queue"]
+        for queue in (self.hunt_queue, self.poison_queue, *destination_queues):
             try:
                 queue.create_queue()
             except ResourceExistsError:

@@ -61,11 +61,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUNT_CALLS_PER_MINUTE", "45", "Calls per minute the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_CALLS_PER_HOUR", "1500", "Calls per hour the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_QUOTA_WINDOWS", None, "Overrides the two above with any windows, e.g. '20/10s,1500/1h'"),
+    Setting("HUNT_WEBHOOK_MAX_BYTES", "1000000", "The largest JSON envelope a webhook receives whole; a bigger result "
+            "goes to a blob and the webhook gets a link to it (results_url)"),
+    Setting("HUNT_LINK_LIFETIME", "1h", "How long a link to results (a read-only SAS) stays valid (e.g. 15m, 1h, "
+            "1d; at most 7d)"),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+_QUEUE = _CONTAINER   # queue names follow the container rules: 3-63 lowercase letters, digits, single hyphens
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,11 @@ class StorageConfig:
 @dataclass(frozen=True)
 class Destination:
     name: str
-    type: Literal["blob", "webhook"]
+    type: Literal["blob", "webhook", "queue"]
     container: str = ""
     prefix: str = ""
+    gzip: bool = False              # blob: compress the result (<name>.gz, Content-Encoding: gzip)
+    queue: str = ""                 # queue: the queue that receives the envelopes
     url: str = ""
     secret_setting: str | None = None
     secrets: tuple[str, ...] = ()   # resolved whsec_ values, never logged
@@ -117,6 +124,8 @@ class Settings:
     quota_gate: bool = True
     gate_table: str = "huntquotagate"
     quota_windows: tuple[tuple[int, int], ...] = ((45, 60), (1500, 3600))   # (calls, seconds)
+    webhook_max_bytes: int = 1_000_000
+    link_lifetime_seconds: float = 3600.0
 
     @property
     def poison_queue(self) -> str:
@@ -202,6 +211,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(f"HUNT_MAX_AGE: {error}")
         max_age = 86400.0
 
+    try:
+        link_lifetime = parse_duration(get("HUNT_LINK_LIFETIME") or "1h")
+    except ValueError as error:
+        problems.append(f"HUNT_LINK_LIFETIME: {error}")
+        link_lifetime = 3600.0
+    if not 1 <= link_lifetime <= 7 * 86400:
+        problems.append(f"HUNT_LINK_LIFETIME={get('HUNT_LINK_LIFETIME')!r} must be between 1s and 7d "
+                        "(a user delegation key lasts at most 7 days)")
+        link_lifetime = 3600.0
+
     windows = _quota_windows(get, positive_int, problems)
     gate_table = get("HUNT_GATE_TABLE") or "huntquotagate"
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", gate_table):
@@ -223,6 +242,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         quota_gate=(get("HUNT_QUOTA_GATE") or "true").lower() not in ("0", "false", "no", "off"),
         gate_table=gate_table, quota_windows=windows, templates_dir=get("HUNT_TEMPLATES_DIR"),
         allow_raw_queries=(get("HUNT_ALLOW_RAW_QUERIES") or "true").lower() not in ("0", "false", "no", "off"),
+        webhook_max_bytes=positive_int("HUNT_WEBHOOK_MAX_BYTES"), link_lifetime_seconds=link_lifetime,
     )
     if problems:
         raise SettingsError(problems)
@@ -293,7 +313,16 @@ def _destinations(text: str | None, get: Callable[[str], str | None], problems: 
             prefix = str(spec.get("prefix", ""))
             if ".." in prefix or prefix.startswith("/"):
                 problems.append(f"{where}: 'prefix' must be a relative path without '..'")
-            result[name] = Destination(name, "blob", container=container, prefix=prefix)
+            gzip = spec.get("gzip", False)
+            if not isinstance(gzip, bool):
+                problems.append(f"{where}: 'gzip' must be true or false, got {gzip!r}")
+            result[name] = Destination(name, "blob", container=container, prefix=prefix, gzip=gzip is True)
+        elif kind == "queue":
+            queue = str(spec.get("queue", ""))
+            if not _QUEUE.match(queue):
+                problems.append(f"{where}: 'queue' must be a valid queue name (3-63 lowercase letters, digits, -), "
+                                f"got {queue!r}")
+            result[name] = Destination(name, "queue", queue=queue)
         elif kind == "webhook":
             url = str(spec.get("url") or (get(str(spec["url_setting"])) if spec.get("url_setting") else "") or "")
             if not url.startswith(("https://", "http://")):
@@ -308,5 +337,5 @@ def _destinations(text: str | None, get: Callable[[str], str | None], problems: 
                     secrets = tuple(value.split())
             result[name] = Destination(name, "webhook", url=url, secret_setting=secret_setting, secrets=secrets)
         else:
-            problems.append(f"{where}: 'type' must be 'blob' or 'webhook', got {kind!r}")
+            problems.append(f"{where}: 'type' must be 'blob' or 'webhook' or 'queue', got {kind!r}")
     return result

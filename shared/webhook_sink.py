@@ -8,11 +8,14 @@ duplicate. Status handling follows the Standard Webhooks spec:
     429, 502, 503, 504, 5xx    DeliveryRetryable, honouring Retry-After
     3xx                        a failure (redirects are never followed): DeliveryRefused
     other 4xx                  DeliveryRefused (the receiver will not take it)
+
+Size: a JSON envelope up to `max_bytes` (HUNT_WEBHOOK_MAX_BYTES) is sent whole; a bigger one, and any ndjson or
+csv result, is written to a link blob and the webhook receives the envelope with `results_url` instead of
+`results` (shared.result_links). The body is buffered only up to `max_bytes`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -20,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared import envelope
 from shared.errors import DeliveryRefused, DeliveryRetryable
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
-from shared.result_formats import ResultSummary, render
+from shared.result_formats import ResultSummary, dumps
+from shared.result_links import ResultLinks, link_envelope, render_or_link
 from shared.throttling import retry_after_from_headers
 from shared.webhook_signing import parse_secret, signed_headers, webhook_id_for
 
@@ -50,8 +53,10 @@ class WebhookDelivery:
 
 class WebhookSink:
     def __init__(self, *, name: str, url: str, secrets: tuple[str, ...], sender: Sender, inline: bool,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], links: ResultLinks, max_bytes: int) -> None:
         self._name = name
+        self._links = links
+        self._max_bytes = max_bytes
         self._url = url
         self._secrets = [parse_secret(s) for s in secrets]
         self._sender = sender
@@ -67,11 +72,12 @@ class WebhookSink:
 
     def deliver_result(self, request: HuntRequest, stream: ResultStream,
                        clock: Callable[[], datetime]) -> WebhookDelivery:
-        body = io.BytesIO()
-        # Webhooks always receive the JSON envelope.
-        summary = render(body, "json", envelope.head(request, "succeeded"), stream, clock)
-        self._post(request.id, body.getvalue())
-        return WebhookDelivery(self.location, summary)
+        rendered = render_or_link(request, stream, clock, limit=self._max_bytes, links=self._links)
+        if rendered.inline is not None:
+            self._post(request.id, rendered.inline)
+        else:
+            self._post(request.id, dumps(link_envelope(rendered)))
+        return WebhookDelivery(self.location, rendered.summary)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> WebhookDelivery:
         self._post(job_id, json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8"))
