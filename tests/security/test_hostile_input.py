@@ -25,7 +25,7 @@ from shared.hunting_client import ResultStream
 from shared.processor import HuntProcessor, MessageInfo
 from shared.result_formats import render
 from shared.settings import load_settings
-from tests.relay.conftest import RelayStack, drain, relay_stack  # noqa: F401 (the fixture)
+from tests.relay.conftest import RelayStack, drain
 
 SETTINGS = load_settings({"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5",
                           "HUNT_WEBHOOK_ALLOWED_HOSTS": "hooks.example.com"})
@@ -116,7 +116,7 @@ HOSTILE = [
     json.dumps({"query": "DeviceInfo | take 1", "context": {"a": "b" * 9000}}).encode(),
     json.dumps({"query": "DeviceInfo | take 1", "destination": "http://169.254.169.254/metadata"}).encode(),
     base64.b64encode(b"\x80\x81 not utf-8"),
-    "{\"query\": \"\\ud800\"}".encode(),
+    b"{\"query\": \"\\ud800\"}",
 ]
 
 

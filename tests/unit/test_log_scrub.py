@@ -12,7 +12,7 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJodHRwczovL2FwaSJ9.c2lnbmF0dXJlLXZhbHVl"
 
 
 @pytest.mark.parametrize(("text", "secret"), [
-    ('"POST /workflows/1/triggers/manual/paths/invoke?api-version=2016&sp=%2F&sig=AbC123xyz HTTP/1.1" 202', "AbC123xyz"),
+    ('"POST /workflows/1/triggers/manual/paths/invoke?sp=%2F&sig=AbC123xyz HTTP/1.1" 202', "AbC123xyz"),
     ("https://acct.blob.core.windows.net/c/b.json?se=2026&sp=r&sig=K3y%2Bz%3D&sv=2024", "K3y%2Bz%3D"),
     (f"Authorization: Bearer {JWT}", JWT),
     (f"token {JWT} here", JWT),
