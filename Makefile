@@ -33,7 +33,10 @@ demo: setup
 	$(BIN)/python -m sandbox.demo
 
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/sandbox_latency.py
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/quota.py
+	$(BIN)/python bench/large_result.py
 
 clean:
 	rm -rf $(VENV) node_modules $(STAMP) .pytest_cache .mypy_cache .ruff_cache

@@ -149,13 +149,12 @@ class BlobSink:
         return f"{self._container.container_name}/{name}"
 
     def already_delivered(self, request: HuntRequest) -> bool:
-        for name in (self.result_name(request), self.failure_name(request.id)):
-            try:
-                self._container.get_blob_client(name).get_blob_properties()
-                return True
-            except ResourceNotFoundError:
-                continue
-        return False
+        """A result already stored for this job (a redelivered message). A failed job sent again runs again."""
+        try:
+            self._container.get_blob_client(self.result_name(request)).get_blob_properties()
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def deliver_result(self, request: HuntRequest, stream: ResultStream, clock: Callable[[], datetime]) -> BlobDelivery:
         name = self.result_name(request)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from azure.core.exceptions import AzureError
+
 from shared import envelope
 from shared.apis import APIS, Api
 from shared.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
@@ -155,7 +157,7 @@ class HuntProcessor:
             sink: Sink | None = self._sink_for(resolve_destination(request.destination, self._settings))
         except DeliveryRefused:
             sink = None
-        return self._fail(message, request, sink, error)
+        return self._fail(message, request, sink, error, best_effort=True)
 
     def _query_of(self, request: HuntRequest) -> str:
         if request.query is not None:
@@ -218,15 +220,17 @@ class HuntProcessor:
         self._requeue(request.next_attempt(reason).to_message(), math.ceil(delay))
         return Outcome(request.id, "requeued", reason, request.api, delay=delay)
 
-    def _fail(self, message: MessageInfo, request: HuntRequest, sink: Sink | None, error: ErrorInfo) -> Outcome:
+    def _fail(self, message: MessageInfo, request: HuntRequest, sink: Sink | None, error: ErrorInfo, *,
+              best_effort: bool = False) -> Outcome:
         now = self._clock()
         logger.warning("hunt %s: failed (%s)", request.id, error.code)
         failed = envelope.failure(request, error, completed_at=now)
-        location = self._deliver_failure(sink, request.id, failed)
+        # The record first: it must exist even when the destination itself is what keeps failing (poison).
         self._dead_letters.record(key=request.id, raw=message.raw, reason=error.code, error=error.as_dict(),
                                   queue=self._settings.queue, message_id=message.message_id,
                                   dequeue_count=message.dequeue_count, now=now,
                                   first_enqueued_at=request.first_enqueued_at)
+        location = self._deliver_failure(sink, request.id, failed, best_effort=best_effort)
         return Outcome(request.id, "failed", error.code, request.api, location=location)
 
     def _reject(self, message: MessageInfo, error: InvalidHuntRequest) -> Outcome:
@@ -249,7 +253,8 @@ class HuntProcessor:
                                   dequeue_count=message.dequeue_count, now=now)
         return Outcome(key, "rejected", str(error), location=location)
 
-    def _deliver_failure(self, sink: Sink | None, job_id: str, failed: dict[str, Any]) -> str | None:
+    def _deliver_failure(self, sink: Sink | None, job_id: str, failed: dict[str, Any], *,
+                         best_effort: bool = False) -> str | None:
         if sink is None:
             return None
         try:
@@ -257,6 +262,12 @@ class HuntProcessor:
         except (DeliveryRefused, DeliveryRetryable) as error:
             # The dead-letter record still holds the failure; the destination could not take it.
             logger.warning("hunt %s: the failure envelope could not be delivered (%s)", job_id, type(error).__name__)
+            return None
+        except AzureError as error:
+            if not best_effort:
+                raise
+            logger.warning("hunt %s: the failure envelope could not be written (%s); the dead-letter record holds it",
+                           job_id, type(error).__name__)
             return None
 
 

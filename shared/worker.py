@@ -5,7 +5,9 @@
     run the same handler as the Function; completed -> delete the message
     the handler raised -> the message becomes visible again after `retry_visibility` (the host's
         visibilityTimeout) and is retried, up to max dequeues
-    storage unreachable -> back off on polling (capped), never a crash loop
+    storage unreachable -> polls fail fast (no SDK retries: the SDK's own backoff waits 15-24 s between tries,
+        which would hide the outage and delay the resume) and the worker backs off (0.5 s doubling to 10 s);
+        never a crash loop
 
 `--drain` returns when the queue holds no message at all, visible or delayed, and nothing is in flight.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -26,6 +28,12 @@ from shared.processor import Outcome
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str, int], Outcome]
+
+OUTAGE_BACKOFF_FIRST = 0.5   # seconds before the first poll after storage failed
+OUTAGE_BACKOFF_MAX = 10.0    # and at most this long between polls while it stays away
+RENEWAL_RETRY_SECONDS = 1.0  # a failed lease renewal is tried again this soon, not half a lease later
+MAX_RECEIVE = 32             # messages one receive may ask for (the queue service's limit)
+NO_SDK_RETRIES = 0          # per-call azure-core option (retry_total): the call fails at once, no SDK backoff
 
 
 @dataclass
@@ -47,11 +55,15 @@ class _Lease:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.seconds / 2):
+        interval = self.seconds / 2
+        while not self._stop.wait(interval):
             with self._lock:
                 try:
-                    self.message = self.queue.update_message(self.message, visibility_timeout=self.seconds)
+                    self.message = self.queue.update_message(self.message, visibility_timeout=self.seconds,
+                                                             retry_total=NO_SDK_RETRIES)
+                    interval = self.seconds / 2
                 except AzureError as error:
+                    interval = min(RENEWAL_RETRY_SECONDS, self.seconds / 4)
                     logger.warning("message %s: lease renewal failed (%s)", self.message.id, type(error).__name__)
 
     def finish(self, *, delete: bool, visible_in: int = 0) -> None:
@@ -81,20 +93,30 @@ class PortableWorker:
     def run(self, *, drain: bool = False, stop: threading.Event | None = None) -> WorkerStats:
         stop = stop or threading.Event()
         in_flight: set[Future[None]] = set()
-        idle_sleep = 0.1
+        idle_sleep, outage_sleep = 0.1, 0.0
+        # Like the host's newBatchThreshold: poll again once half the slots are free, so that one receive brings
+        # several messages (each storage call costs the process 1-2 ms of CPU).
+        batch_threshold = max(1, self.concurrency // 2)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="hunt") as pool:
             while not stop.is_set():
                 in_flight = {f for f in in_flight if not f.done()}
                 free = self.concurrency - len(in_flight)
+                if free < batch_threshold:
+                    wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    continue
                 try:
                     messages = list(self.queue.receive_messages(
-                        messages_per_page=max(1, free), max_messages=max(0, free),
-                        visibility_timeout=self.lease_seconds)) if free > 0 else []
+                        messages_per_page=min(free, MAX_RECEIVE), max_messages=min(free, MAX_RECEIVE),
+                        visibility_timeout=self.lease_seconds, retry_total=NO_SDK_RETRIES))
                 except AzureError as error:
-                    idle_sleep = min(max(idle_sleep * 2, 0.5), 30.0)
-                    logger.warning("queue unreachable (%s); polling again in %.1f s", type(error).__name__, idle_sleep)
-                    stop.wait(idle_sleep)
+                    outage_sleep = min(max(outage_sleep * 2, OUTAGE_BACKOFF_FIRST), OUTAGE_BACKOFF_MAX)
+                    logger.warning("queue unreachable (%s); polling again in %.1f s", type(error).__name__,
+                                   outage_sleep)
+                    stop.wait(outage_sleep)
                     continue
+                if outage_sleep:
+                    logger.info("queue reachable again")
+                    outage_sleep = 0.0
                 for message in messages:
                     in_flight.add(pool.submit(self._process, message))
                 if messages:
@@ -102,13 +124,13 @@ class PortableWorker:
                     continue
                 if drain and not in_flight and self._queue_is_empty():
                     break
-                stop.wait(idle_sleep if free > 0 else 0.05)
+                stop.wait(idle_sleep)
                 idle_sleep = min(idle_sleep * 2, self.max_poll_interval)
         return self.stats
 
     def _queue_is_empty(self) -> bool:
         try:
-            return self.queue.get_queue_properties().approximate_message_count == 0
+            return self.queue.get_queue_properties(retry_total=NO_SDK_RETRIES).approximate_message_count == 0
         except AzureError:
             return False
 
