@@ -270,7 +270,7 @@ def queue_destination(relay_stack: RelayStack) -> tuple[Relay, Any]:
     relay = relay_stack.make(HUNT_DESTINATIONS=json.dumps({"q": {"type": "queue", "queue": name}}),
                              HUNT_DEFAULT_DESTINATION="q")
     out = relay.queue_service.get_queue_client(name)
-    out.create_queue()
+    assert out.get_queue_properties() is not None  # created by the relay's ensure_resources
     return relay, out
 
 
