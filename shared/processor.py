@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from azure.core.exceptions import AzureError
 
 from shared import envelope
-from shared.apis import APIS, Api
+from shared.apis import APIS
 from shared.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.dead_letters import DeadLetters
 from shared.destinations import Target, resolve_destination
@@ -98,11 +98,13 @@ class HuntProcessor:
         self._clock = clock
         self._rand = rand
 
+    def _decode(self, message: MessageInfo) -> HuntRequest:
+        return decode_hunt_request(message.raw, message_id=message.message_id, default_api=self._settings.api,
+                                   now=self._clock())
+
     def process(self, message: MessageInfo) -> Outcome:
-        now = self._clock()
         try:
-            request = decode_hunt_request(message.raw, message_id=message.message_id,
-                                          default_api=self._settings.api, now=now)
+            request = self._decode(message)
         except InvalidHuntRequest as error:
             return self._reject(message, error)
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
@@ -144,10 +146,8 @@ class HuntProcessor:
 
     def process_poison(self, message: MessageInfo) -> Outcome:
         """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it."""
-        now = self._clock()
         try:
-            request = decode_hunt_request(message.raw, message_id=message.message_id,
-                                          default_api=self._settings.api, now=now)
+            request = self._decode(message)
         except InvalidHuntRequest as invalid:
             return self._reject(message, invalid)
         error = ErrorInfo("Poison", f"the hunt could not be processed in {self._settings.max_dequeue_count} "
@@ -293,5 +293,3 @@ def _duration(seconds: float) -> str:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
 
-
-__all__ = ["Api", "HuntProcessor", "MessageInfo", "Outcome"]

@@ -14,10 +14,9 @@ conflict, so several processes on several machines share one budget. The decisio
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -144,6 +143,3 @@ def _as_datetime(value: Any) -> datetime | None:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return None
 
-
-def until(now: datetime, seconds: float) -> datetime:
-    return now + timedelta(seconds=math.ceil(seconds * 1000) / 1000)
