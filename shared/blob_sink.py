@@ -4,7 +4,8 @@ A result for job X in format F sent to {"type": "blob", "container": C, "prefix"
 with "gzip": true: Content-Type of the format, Content-Encoding gzip); a failed hunt's envelope at
 C/P/X.failed.json. Rows are staged as blocks while they arrive and the blob appears only when the block list is
 committed, with If-None-Match: * so that a redelivered job is a no-op success and a stream that breaks midway
-leaves nothing under the final name (uncommitted blocks are discarded by the service after a week).
+leaves nothing under the final name (uncommitted blocks are discarded by the service after a week). A result
+smaller than one block is written by one create-only Put Blob instead.
 """
 
 from __future__ import annotations
@@ -106,9 +107,18 @@ class StagedBlobWriter:
     def commit(self, content_type: str, metadata: dict[str, str] | None = None, *,
                content_encoding: str | None = None) -> bool:
         """True when this call created the blob; False when it already existed (a redelivered job)."""
+        settings = ContentSettings(content_type=content_type, content_encoding=content_encoding)
+        if not self._blocks:   # all of it fits in one block: one create-only Put Blob instead of stage + commit
+            try:
+                self._blob.upload_blob(bytes(self._buffer), overwrite=False, content_settings=settings,
+                                       metadata=metadata)
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                # Either the blob exists, or only uncommitted blocks of an earlier, broken attempt do (Azurite
+                # refuses a Put Blob then): the block-list commit below tells the two apart.
+                pass
         self._stage()
         self._wait_for_upload()
-        settings = ContentSettings(content_type=content_type, content_encoding=content_encoding)
         try:
             self._blob.commit_block_list(self._blocks, content_settings=settings, metadata=metadata,
                                          if_none_match="*")

@@ -19,7 +19,6 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
-from requests.adapters import HTTPAdapter
 
 from shared import log_scrub
 from shared.address_policy import OutboundPolicy
@@ -27,6 +26,7 @@ from shared.blob_sink import BlobSink
 from shared.credentials import api_credential, storage_credential
 from shared.dead_letters import DeadLetters
 from shared.destinations import Target
+from shared.http_session import pooled_session
 from shared.hunting_client import HuntingClient
 from shared.outbound import SafeSender
 from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
@@ -52,12 +52,10 @@ class Relay:
         log_scrub.install()
         self.settings = settings
         self.clock = clock
-        self.session = requests.Session()
-        self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
-        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+        self.session = pooled_session()
         self.client = HuntingClient(api_credential(settings), self.session, cloud=settings.cloud,
                                     base_url=settings.api_base_url)
-        self.queue_service, self.blob_service = _storage_clients(settings)
+        self.queue_service, self.blob_service = _storage_clients(settings, self.session)
         self.hunt_queue: QueueClient = self.queue_service.get_queue_client(settings.queue)
         self.poison_queue: QueueClient = self.queue_service.get_queue_client(settings.poison_queue)
         self.dead_letters = DeadLetters(self.blob_service.get_container_client(settings.deadletter_container))
@@ -66,7 +64,7 @@ class Relay:
         # Templates are parsed once at start; a malformed template stops the relay here, not mid-hunt.
         self.templates = load_templates(Path(settings.templates_dir) if settings.templates_dir
                                         else DEFAULT_TEMPLATES_DIR)
-        self.gates = QuotaGates(_table_service(settings).get_table_client(settings.gate_table), settings,
+        self.gates = QuotaGates(_table_service(settings, self.session).get_table_client(settings.gate_table), settings,
                                 clock=clock, rand=rand) if settings.quota_gate else None
         self.processor = HuntProcessor(
             settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
@@ -162,20 +160,24 @@ class QuotaGates:
         self._gate(api).pause_until(self._clock() + timedelta(seconds=seconds))
 
 
-def _table_service(settings: Settings) -> TableServiceClient:
+def _table_service(settings: Settings, session: requests.Session) -> TableServiceClient:
     storage = settings.storage
     if storage.connection_string:
-        return TableServiceClient.from_connection_string(storage.connection_string)
+        return TableServiceClient.from_connection_string(storage.connection_string, session=session,
+                                                         session_owner=False)
     assert storage.table_url
-    return TableServiceClient(storage.table_url, credential=storage_credential(storage))
+    return TableServiceClient(storage.table_url, credential=storage_credential(storage), session=session,
+                              session_owner=False)
 
 
-def _storage_clients(settings: Settings) -> tuple[QueueServiceClient, BlobServiceClient]:
+def _storage_clients(settings: Settings, session: requests.Session) -> tuple[QueueServiceClient, BlobServiceClient]:
+    """Both over the process's pooled session (the SDKs would otherwise open one session per client)."""
     storage = settings.storage
+    shared: dict[str, Any] = {"session": session, "session_owner": False}
     if storage.connection_string:
-        return (QueueServiceClient.from_connection_string(storage.connection_string),
-                BlobServiceClient.from_connection_string(storage.connection_string))
+        return (QueueServiceClient.from_connection_string(storage.connection_string, **shared),
+                BlobServiceClient.from_connection_string(storage.connection_string, **shared))
     credential: Any = storage_credential(storage)
     assert storage.queue_url and storage.blob_url
-    return (QueueServiceClient(storage.queue_url, credential=credential),
-            BlobServiceClient(storage.blob_url, credential=credential))
+    return (QueueServiceClient(storage.queue_url, credential=credential, **shared),
+            BlobServiceClient(storage.blob_url, credential=credential, **shared))

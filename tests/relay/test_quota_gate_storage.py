@@ -40,3 +40,21 @@ def test_a_pause_stops_every_instance_until_it_ends_and_is_only_ever_extended(az
     assert isinstance(verdict, Wait) and 30 <= verdict.seconds < 31
     later, _ = gate(azurite, [Window(60, 100)], clock=lambda: now + timedelta(seconds=31), name=table)
     assert isinstance(later.admit(), Admit)
+
+
+def test_an_instance_that_admitted_before_sees_a_pause_another_instance_recorded_since(azurite):
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    one, table = gate(azurite, [Window(60, 100)], clock=lambda: now)
+    other, _ = gate(azurite, [Window(60, 100)], clock=lambda: now, name=table)
+    assert isinstance(one.admit(), Admit)        # `one` now keeps a copy of the state
+    other.pause_until(now + timedelta(seconds=20))
+    verdict = one.admit()                        # its copy is stale: the conditional write is refused, it reads
+    assert isinstance(verdict, Wait) and verdict.reason == "paused by a 429"
+
+
+def test_admissions_from_two_instances_in_turn_are_all_counted(azurite):
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    one, table = gate(azurite, [Window(60, 6)], clock=lambda: now)
+    other, _ = gate(azurite, [Window(60, 6)], clock=lambda: now, name=table)
+    verdicts = [(one if n % 2 else other).admit() for n in range(8)]
+    assert [isinstance(v, Admit) for v in verdicts] == [True] * 6 + [False] * 2
