@@ -76,7 +76,11 @@ class LocalStack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def relay_env(self, auth: str = "managed_identity", **extra: str) -> dict[str, str]:
+    def api_base(self, scheme: str) -> str:
+        """The hunting API over "https" (as in Azure: the sandbox's certificate is in `ca_bundle`) or "http"."""
+        return self.authority if scheme == "https" else self.api
+
+    def relay_env(self, auth: str = "managed_identity", *, api_scheme: str = "http", **extra: str) -> dict[str, str]:
         """The relay's settings for this stack, with fresh queue/container/table names unless given."""
         suffix = uuid.uuid4().hex[:10]
         env = {
@@ -85,7 +89,7 @@ class LocalStack:
             "HUNT_RESULTS_CONTAINER": "results-" + suffix,
             "HUNT_DEADLETTER_CONTAINER": "deadletter-" + suffix,
             "HUNT_GATE_TABLE": "gate" + suffix,
-            "HUNT_API_BASE_URL": self.api,
+            "HUNT_API_BASE_URL": self.api_base(api_scheme),
             "HUNT_ALLOW_LOOPBACK_HTTP": "true",
             "HUNT_LOG_LEVEL": "WARNING",
             "IDENTITY_ENDPOINT": self.msi,
@@ -95,6 +99,8 @@ class LocalStack:
             env.update(HUNT_AUTH="client_secret", AZURE_TENANT_ID="sandbox-tenant", AZURE_CLIENT_ID="sandbox-client",
                        AZURE_CLIENT_SECRET="sandbox-secret", AZURE_AUTHORITY_HOST=self.authority,
                        REQUESTS_CA_BUNDLE=self.ca_bundle)
+        if api_scheme == "https":
+            env["REQUESTS_CA_BUNDLE"] = self.ca_bundle
         env.update(extra)
         return env
 

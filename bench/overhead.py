@@ -10,14 +10,15 @@ same sandbox and storage, but does what a simple relay does: for each hunt it bu
 a token) and a `requests` session, posts the query, parses the whole response and uploads the result blob.
 
 Both credentials are measured: the managed identity (a plain-http token endpoint on the host, as in App Service)
-and an app secret (https to the token authority, verified against the public CA bundle plus the sandbox's
-certificate, as a real host would). The hunting API itself is plain http on loopback in both, so a naive session
-per hunt pays no TLS handshake there; against the real https API it would (see bench/README.md).
+and an app secret (https to the token authority). The hunting API is https, as Microsoft's are (`--api-scheme
+http` for plain http on loopback): a naive session per hunt pays a TLS handshake per hunt, the relay's pooled one
+does not. Certificates are verified against the public CA bundle plus the sandbox's certificate, as a real host
+verifies against its bundle.
 
 Targets: at most 10 ms of relay CPU per hunt, and at least 5 times less than the naive baseline.
 
-Run: .venv/bin/python bench/overhead.py [--hunts 500] [--auth managed_identity|client_secret|both] [--concurrency 4]
-                                        [--warmup 30]
+Run: .venv/bin/python bench/overhead.py [--hunts 500] [--auth managed_identity|client_secret|both]
+                                        [--api-scheme https|http] [--concurrency 4] [--warmup 30]
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ def drain(name: str, stack: LocalStack, relay: Relay, handler: Handler, hunts: i
     return Run(name, hunts, cpu, wall, delivered)
 
 
-def naive_handler(stack: LocalStack, auth: str, results: ContainerClient) -> Handler:
+def naive_handler(stack: LocalStack, auth: str, api_scheme: str, results: ContainerClient) -> Handler:
     api = APIS["mde"]
-    url, scope = stack.api + api.path, api.scope("public")
+    url, scope = stack.api_base(api_scheme) + api.path, api.scope("public")
 
     def credential() -> TokenCredential:
         if auth == "client_secret":  # verifies the authority against REQUESTS_CA_BUNDLE, like the relay's
@@ -118,8 +119,9 @@ def naive_handler(stack: LocalStack, auth: str, results: ContainerClient) -> Han
     return handle
 
 
-def measure(stack: LocalStack, hunts: int, auth: str, concurrency: int, warmup: int) -> tuple[Run, Run, float]:
-    env = stack.relay_env(auth, HUNT_QUOTA_WINDOWS=RAISED_QUOTA)
+def measure(stack: LocalStack, hunts: int, auth: str, api_scheme: str, concurrency: int,
+            warmup: int) -> tuple[Run, Run, float]:
+    env = stack.relay_env(auth, api_scheme=api_scheme, HUNT_QUOTA_WINDOWS=RAISED_QUOTA)
     previous = apply_env(env)  # azure-identity and requests read the identity endpoint and CA bundle from here
     try:
         started = time.process_time()
@@ -129,12 +131,12 @@ def measure(stack: LocalStack, hunts: int, auth: str, concurrency: int, warmup: 
         relay_run = drain("relay", stack, relay, lambda raw, mid, n: relay.handle(raw, message_id=mid,
                                                                                  dequeue_count=n),
                           hunts, concurrency, warmup)
-        naive_env = stack.relay_env(auth)
+        naive_env = stack.relay_env(auth, api_scheme=api_scheme)
         naive_relay = Relay(load_settings(naive_env))   # only for its queue clients: the handler is naive
         naive_relay.ensure_resources()
         results = stack.blobs().get_container_client(naive_relay.settings.results_container)
-        naive_run = drain("naive", stack, naive_relay, naive_handler(stack, auth, results), hunts, concurrency,
-                          warmup)
+        naive_run = drain("naive", stack, naive_relay, naive_handler(stack, auth, api_scheme, results), hunts,
+                          concurrency, warmup)
     finally:
         restore_env(previous)
     return relay_run, naive_run, startup_ms
@@ -144,13 +146,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hunts", type=int, default=500)
     parser.add_argument("--auth", choices=("managed_identity", "client_secret", "both"), default="both")
+    parser.add_argument("--api-scheme", choices=("https", "http"), default="https")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=30, help="hunts run first and not measured")
     args = parser.parse_args()
     modes = ("managed_identity", "client_secret") if args.auth == "both" else (args.auth,)
     with LocalStack() as stack:
-        runs = {auth: measure(stack, args.hunts, auth, args.concurrency, args.warmup) for auth in modes}
-    print(f"{args.hunts} small hunts per run, worker concurrency {args.concurrency}; CPU of the relay's process")
+        runs = {auth: measure(stack, args.hunts, auth, args.api_scheme, args.concurrency, args.warmup)
+                for auth in modes}
+    print(f"{args.hunts} small hunts per run, worker concurrency {args.concurrency}, the API over "
+          f"{args.api_scheme}; CPU of the relay's process")
     for auth, (relay_run, naive_run, startup_ms) in runs.items():
         ratio = naive_run.cpu_ms_per_hunt / relay_run.cpu_ms_per_hunt
         print(f"{auth} (relay start-up, once per process: {startup_ms:.0f} ms CPU)")

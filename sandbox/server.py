@@ -3,7 +3,9 @@
     http  (api_url)    the hunting endpoints (sandbox.hunting_api), the managed-identity endpoint /msi/token
                        (sandbox.identity), the admin path /_sandbox/ (sandbox.admin), and /v1.0/servicePrincipals*
                        handed to `sandbox.graph_directory.handle` when that module exists
-    https (authority)  the token authority (sandbox.authority), self-signed certificate at `ca_path`
+    https (authority)  the token authority (sandbox.authority), self-signed certificate at `ca_path`; the
+                       hunting endpoints too (api_tls_url), as the real APIs are https only: a benchmark that
+                       opens a connection per hunt pays the handshake there, as it would in Azure
 
 Usage:
     sb = Sandbox(rows=20_000).start()
@@ -141,6 +143,11 @@ class Sandbox:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def api_tls_url(self) -> str:
+        """The hunting endpoints over https (verify against `ca_path`)."""
+        return self.authority
+
+    @property
     def msi_endpoint(self) -> str:
         return f"{self.api_url}/msi/token"
 
@@ -237,7 +244,9 @@ class Sandbox:
         return json_reply(int(status), payload)
 
     def _route_tls(self, request: Request) -> Reply:
-        if match := _OPENID.match(request.path):
+        if api := HUNTING_PATHS.get(request.path):
+            reply, endpoint = hunting_call(request, api, self), api
+        elif match := _OPENID.match(request.path):
             reply, endpoint = authority.openid_configuration(request, match.group(1), self.directory), "openid"
         elif match := _TOKEN.match(request.path):
             endpoint = "token"
