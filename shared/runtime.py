@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared import log_scrub
@@ -56,6 +56,8 @@ class Relay:
         self.client = HuntingClient(api_credential(settings), self.session, cloud=settings.cloud,
                                     base_url=settings.api_base_url)
         self.queue_service, self.blob_service = _storage_clients(settings, self.session)
+        self._containers: dict[str, ContainerClient] = {}
+        self._queues: dict[str, QueueClient] = {}
         self.hunt_queue: QueueClient = self.queue_service.get_queue_client(settings.queue)
         self.poison_queue: QueueClient = self.queue_service.get_queue_client(settings.poison_queue)
         self.dead_letters = DeadLetters(self.blob_service.get_container_client(settings.deadletter_container))
@@ -98,14 +100,23 @@ class Relay:
     def sink_for(self, target: Target) -> Sink:
         destination = target.destination
         if destination.type == "blob":
-            return BlobSink(self.blob_service.get_container_client(destination.container), destination.prefix,
-                            gzip=destination.gzip)
+            return BlobSink(self._container(destination.container), destination.prefix, gzip=destination.gzip)
         if destination.type == "queue":
-            return QueueSink(name=destination.name, queue=self.queue_service.get_queue_client(destination.queue),
-                             links=self.result_links)
+            return QueueSink(name=destination.name, queue=self._queue(destination.queue), links=self.result_links)
         return WebhookSink(name=destination.name, url=destination.url, secrets=destination.secrets,
                            sender=self.sender, inline=target.inline, clock=self.clock, links=self.result_links,
                            max_bytes=self.settings.webhook_max_bytes)
+
+    def _container(self, name: str) -> ContainerClient:
+        """One client per container for the process: building one builds a whole SDK pipeline."""
+        client = self._containers.get(name)
+        return client if client is not None else self._containers.setdefault(
+            name, self.blob_service.get_container_client(name))
+
+    def _queue(self, name: str) -> QueueClient:
+        client = self._queues.get(name)
+        return client if client is not None else self._queues.setdefault(
+            name, self.queue_service.get_queue_client(name))
 
     @functools.cached_property
     def result_links(self) -> ResultLinks:
