@@ -244,6 +244,7 @@ class Sandbox:
         return json_reply(int(status), payload)
 
     def _route_tls(self, request: Request) -> Reply:
+        endpoint: str
         if api := HUNTING_PATHS.get(request.path):
             reply, endpoint = hunting_call(request, api, self), api
         elif match := _OPENID.match(request.path):

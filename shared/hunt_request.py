@@ -4,6 +4,11 @@ A message is a JSON object, as plain text or base64 (producers differ; host.json
 the relay sees the raw text and accepts both). `decode_hunt_request` is pure: the queue message id and the clock
 are passed in. Every rejection is an `InvalidHuntRequest` naming the field and what is allowed. The JSON Schema
 shipped in schemas/hunt-request.v1.schema.json describes the same contract; a test keeps the two in agreement.
+
+`attempt`, `first_enqueued_at`, `last_error` and `pending_delivery` are kept by the relay on the copies it puts
+back on the queue. `pending_delivery` marks a delivery-only retry (shared.pending_deliveries): it may only name the
+relay's own stored body for that job id, `pending/<id>.delivery.json`, so a producer cannot point the relay at
+another blob; the schema checks its shape, the parser also that it matches the id.
 """
 
 from __future__ import annotations
@@ -32,8 +37,15 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 TEMPLATE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TIMESPAN = re.compile(
     r"^(P[0-9TYMWDHS.]+|\d{4}-\d{2}-\d{2}[0-9T:.Z+-]*)(/(P[0-9TYMWDHS.]+|\d{4}-\d{2}-\d{2}[0-9T:.Z+-]*))?$")
+PENDING_PREFIX = "pending/"
+PENDING_SUFFIX = ".delivery.json"   # ids hold no '.', so no blob sink result name (<prefix><id>.json) can match
 _KNOWN = {"query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
-          "attempt", "first_enqueued_at", "version", "last_error"}
+          "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery"}
+
+
+def pending_delivery_name(job_id: str) -> str:
+    """The blob (in the results container) that holds a job's rendered body while its delivery is retried."""
+    return f"{PENDING_PREFIX}{job_id}{PENDING_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -50,10 +62,15 @@ class HuntRequest:
     attempt: int = 1
     first_enqueued_at: datetime | None = None
     last_error: str | None = None
+    pending_delivery: str | None = None
 
     def next_attempt(self, last_error: str) -> HuntRequest:
         """The copy that goes back on the queue: one more attempt, the same id and first-enqueued time."""
         return replace(self, attempt=self.attempt + 1, last_error=last_error[:500])
+
+    def delivery_only(self) -> HuntRequest:
+        """This hunt marked as a delivery-only retry: its body is stored, the query is not run again."""
+        return replace(self, pending_delivery=pending_delivery_name(self.id))
 
     def to_message(self) -> str:
         body: dict[str, Any] = {"version": 1, "id": self.id, "api": self.api, "format": self.format}
@@ -62,7 +79,7 @@ class HuntRequest:
         if self.template is not None:
             body["template"] = self.template
             body["parameters"] = dict(self.parameters)
-        for name in ("destination", "timespan", "last_error"):
+        for name in ("destination", "timespan", "last_error", "pending_delivery"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
         if self.context:
@@ -128,10 +145,12 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
         if first_at.tzinfo is None:
             raise InvalidHuntRequest("first_enqueued_at", "must carry a time zone")
     last_error = body.get("last_error")
+    pending = _pending_delivery(body, job_id)
     return HuntRequest(
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
         first_enqueued_at=first_at, last_error=str(last_error)[:500] if last_error is not None else None,
+        pending_delivery=pending,
     )
 
 
@@ -205,6 +224,18 @@ def _query(body: Mapping[str, Any]) -> str | None:
     if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise InvalidHuntRequest("query", "contains an unpaired UTF-16 surrogate")
     return value
+
+
+def _pending_delivery(body: Mapping[str, Any], job_id: str) -> str | None:
+    value = body.get("pending_delivery")
+    if value is None:
+        return None
+    # Exactly the relay's own name for this job: never a path chosen by whoever wrote the message.
+    if "id" not in body or value != pending_delivery_name(job_id):
+        raise InvalidHuntRequest("pending_delivery", "is kept by the relay (do not set): it can only name the "
+                                 f"relay's own stored delivery for the message's id, {PENDING_PREFIX}<id>"
+                                 f"{PENDING_SUFFIX}")
+    return str(value)
 
 
 def _optional_str(body: Mapping[str, Any], name: str) -> str | None:

@@ -4,40 +4,44 @@ portable worker.
     decode -> resolve destination -> already delivered? -> query (raw or template) -> call the API
       -> classify -> deliver | re-enqueue with a delay | fail (failure envelope + dead-letter record)
 
-Every path ends in an Outcome value and the queue message can then be completed: a message that can never
-succeed is answered once (dead letter, and a failed envelope where a destination resolves), never thrown back
-to the host to burn its dequeues. Exceptions escape only when storage itself fails (the host then retries the
-message, which is safe: every sink is idempotent on the job id).
+A destination that answers "not now" to a result (a webhook's 5xx or 429, a queue that did not take the message)
+gets a delivery-only retry: the rendered body is kept (shared.pending_deliveries) and only then a copy marked
+`pending_delivery` is enqueued, after the destination's Retry-After or else the transient backoff. Such a copy
+skips the gate and the API: it sends the kept body again to the hunt's own destination (same `webhook-id`, signed
+afresh). The limits (HUNT_MAX_ATTEMPTS, HUNT_MAX_AGE) and a 410 end it with a dead-letter record naming the kept
+body (no failure envelope to a destination that refuses); a missing body ends it with a failure.
+
+Every path ends in an Outcome value (shared.outcomes) and the queue message can then be completed: a message that
+can never succeed is answered once (dead letter, and a failed envelope where a destination resolves), never thrown
+back to the host to burn its dequeues. Exceptions escape only when storage itself fails (the host then retries
+the message, which is safe: every sink is idempotent on the job id).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from azure.core.exceptions import AzureError
-
-from shared import envelope
 from shared.apis import APIS
 from shared.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.dead_letters import DeadLetters
 from shared.destinations import Target, resolve_destination
 from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
-from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, HuntRequest, decode_hunt_request, message_json
+from shared.hunt_request import HuntRequest, decode_hunt_request
 from shared.hunting_client import ApiReply, ApiResult, ResultStream, StreamBroken, TransportFailure
+from shared.outcomes import HuntEndings, MessageInfo, Outcome
+from shared.pending_deliveries import Kept, PendingDeliveries, PreparedBody, Sent
 from shared.quota_gate import Admit, Wait
 from shared.result_formats import ResultSummary
 from shared.settings import Settings
 from shared.throttling import throttle_delay, transient_delay
 
-logger = logging.getLogger(__name__)
+# MessageInfo and Outcome live in shared.outcomes; the entry points and the worker import them from here.
+__all__ = ["Delivery", "Gate", "HuntProcessor", "MessageInfo", "Outcome", "Resendable", "Runner", "Sink"]
 
-Status = Literal["delivered", "failed", "requeued", "rejected", "duplicate"]
+logger = logging.getLogger(__name__)
 
 
 class Delivery(Protocol):
@@ -54,6 +58,17 @@ class Sink(Protocol):
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> Delivery: ...
 
 
+@runtime_checkable
+class Resendable(Protocol):
+    """A sink whose delivery can be retried alone: the body is prepared once, then sent (and sent again)."""
+
+    @property
+    def location(self) -> str: ...
+    def prepare_result(self, request: HuntRequest, stream: ResultStream,
+                       clock: Callable[[], datetime]) -> PreparedBody: ...
+    def send(self, job_id: str, body: bytes) -> None: ...
+
+
 class Gate(Protocol):
     """The fleet-wide quota gate (shared.quota_gate), per API."""
 
@@ -65,78 +80,67 @@ class Runner(Protocol):
     def run(self, api: str, query: str, timespan: str | None = None) -> ApiResult: ...
 
 
-@dataclass(frozen=True)
-class MessageInfo:
-    raw: bytes
-    message_id: str
-    dequeue_count: int | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    job_id: str
-    status: Status
-    detail: str = ""
-    api: str | None = None
-    rows: int | None = None
-    location: str | None = None
-    delay: float | None = None
-
-
 class HuntProcessor:
     def __init__(self, *, settings: Settings, client: Runner, sink_for: Callable[[Target], Sink],
                  dead_letters: DeadLetters, requeue: Callable[[str, int], None], gate: Gate | None,
                  render_template: Callable[[str, dict[str, Any]], str] | None,
-                 clock: Callable[[], datetime], rand: Callable[[], float]) -> None:
+                 clock: Callable[[], datetime], rand: Callable[[], float],
+                 pending: PendingDeliveries | None = None) -> None:
         self._settings = settings
         self._client = client
         self._sink_for = sink_for
-        self._dead_letters = dead_letters
-        self._requeue = requeue
         self._gate = gate
         self._render_template = render_template
         self._clock = clock
         self._rand = rand
+        self._pending = pending   # None: no delivery-only retries; a result not taken re-runs the hunt
+        self._end = HuntEndings(settings=settings, dead_letters=dead_letters, requeue=requeue, clock=clock)
 
     def _decode(self, message: MessageInfo) -> HuntRequest:
         return decode_hunt_request(message.raw, message_id=message.message_id, default_api=self._settings.api,
                                    now=self._clock())
 
+    def _sink_named(self, destination: str | None) -> Sink:
+        return self._sink_for(resolve_destination(destination, self._settings))
+
     def process(self, message: MessageInfo) -> Outcome:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as error:
-            return self._reject(message, error)
+            return self._end.reject(message, error, self._sink_named)
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
         try:
-            target = resolve_destination(request.destination, self._settings)
+            sink = self._sink_named(request.destination)
         except DeliveryRefused as error:
-            return self._fail(message, request, None, ErrorInfo("DestinationRefused", str(error)))
-        sink = self._sink_for(target)
+            return self._end.fail(message, request, None, ErrorInfo("DestinationRefused", str(error)))
+        if request.pending_delivery is not None:
+            return self._redeliver(message, request, sink)
         if sink.already_delivered(request):
             logger.info("hunt %s: already delivered, completing the redelivered message", request.id)
             return Outcome(request.id, "duplicate", "already delivered", request.api)
         try:
             query = self._query_of(request)
         except (InvalidHuntRequest, KeyError, ValueError) as error:
-            return self._fail(message, request, sink, ErrorInfo("InvalidTemplate", str(error)))
+            return self._end.fail(message, request, sink, ErrorInfo("InvalidTemplate", str(error)))
         if self._gate is not None:
             verdict = self._gate.admit(request.api)
             if isinstance(verdict, Wait):
-                return self._defer(message, request, sink, verdict)
+                # The same attempt goes back on the queue: no call was spent.
+                return self._end.defer(message, request, sink, verdict.reason, verdict.seconds)
         reply = self._client.run(request.api, query, request.timespan)
         if isinstance(reply, TransportFailure):
             return self._retry(message, request, sink, reply.reason, None)
         if isinstance(reply, ApiReply):
             return self._answer(message, request, sink, reply)
         try:
+            if self._pending is not None and isinstance(sink, Resendable):
+                return self._deliver_once(message, request, sink, sink.prepare_result(request, reply, self._clock))
             delivery = sink.deliver_result(request, reply, self._clock)
         except StreamBroken as error:
             return self._retry(message, request, sink, str(error), None)
         except DeliveryRefused as error:
-            return self._fail(message, request, None, ErrorInfo("DeliveryRefused", str(error)))
+            return self._end.fail(message, request, None, ErrorInfo("DeliveryRefused", str(error)))
         except DeliveryRetryable as error:
-            # TODO(throttling): keep the result and retry the delivery only.
             return self._retry(message, request, sink, str(error), error.retry_after)
         finally:
             reply.close()
@@ -149,15 +153,15 @@ class HuntProcessor:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as invalid:
-            return self._reject(message, invalid)
+            return self._end.reject(message, invalid, self._sink_named)
         error = ErrorInfo("Poison", f"the hunt could not be processed in {self._settings.max_dequeue_count} "
                                     "deliveries (the handler failed each time); it was not run again",
                           hint="check the relay's logs for this job id; send the hunt again once fixed")
         try:
-            sink: Sink | None = self._sink_for(resolve_destination(request.destination, self._settings))
+            sink: Sink | None = self._sink_named(request.destination)
         except DeliveryRefused:
             sink = None
-        return self._fail(message, request, sink, error, best_effort=True)
+        return self._end.fail(message, request, sink, error, best_effort=True)
 
     def _query_of(self, request: HuntRequest) -> str:
         if request.query is not None:
@@ -173,123 +177,82 @@ class HuntProcessor:
     def _answer(self, message: MessageInfo, request: HuntRequest, sink: Sink, reply: ApiReply) -> Outcome:
         verdict = classify(reply.status, reply.body, APIS[request.api])
         if isinstance(verdict, Terminal):
-            return self._fail(message, request, sink, verdict.error)
+            return self._end.fail(message, request, sink, verdict.error)
         if isinstance(verdict, Throttled):
             delay = throttle_delay(reply.headers, reply.body, attempt=request.attempt, now=self._clock(),
-                                   rand=self._rand, max_delay=self._remaining_lifetime(request))
+                                   rand=self._rand, max_delay=self._end.remaining_lifetime(request))
             logger.info("hunt %s: throttled by the %s API, back in %.1f s (from the %s)", request.id,
                         request.api, delay.seconds, delay.source)
             if self._gate is not None:
                 self._gate.throttled(request.api, delay.seconds)
-            return self._requeue_or_give_up(message, request, sink, f"HTTP 429 from the {request.api} API",
-                                            delay.seconds)
+            return self._end.requeue_or_give_up(message, request, sink, f"HTTP 429 from the {request.api} API",
+                                                delay.seconds)
         reason = verdict.reason if isinstance(verdict, Transient) else f"unexpected {verdict}"
         assert not isinstance(verdict, Success)
         return self._retry(message, request, sink, reason, None)
 
-    def _defer(self, message: MessageInfo, request: HuntRequest, sink: Sink, wait: Wait) -> Outcome:
-        """The gate says not now: the same attempt goes back on the queue; no call was spent."""
-        age = ((self._clock() - (request.first_enqueued_at or self._clock())).total_seconds())
-        if age + wait.seconds >= self._settings.max_age_seconds:
-            error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
-                                        f"last error: {wait.reason}")
-            return self._fail(message, request, sink, error)
-        logger.info("hunt %s: %s, back in %.1f s", request.id, wait.reason, wait.seconds)
-        self._requeue(request.to_message(), math.ceil(wait.seconds))
-        return Outcome(request.id, "requeued", wait.reason, request.api, delay=wait.seconds)
-
     def _retry(self, message: MessageInfo, request: HuntRequest, sink: Sink, reason: str,
                retry_after: float | None) -> Outcome:
-        delay = transient_delay(request.attempt, rand=self._rand, max_delay=self._remaining_lifetime(request))
+        delay = transient_delay(request.attempt, rand=self._rand, max_delay=self._end.remaining_lifetime(request))
         seconds = max(delay.seconds, retry_after or 0.0)
         logger.warning("hunt %s: transient failure (%s), back in %.1f s", request.id, reason, seconds)
-        return self._requeue_or_give_up(message, request, sink, reason, seconds)
+        return self._end.requeue_or_give_up(message, request, sink, reason, seconds)
 
-    def _remaining_lifetime(self, request: HuntRequest) -> float:
-        first = request.first_enqueued_at or self._clock()
-        return max(0.0, self._settings.max_age_seconds - (self._clock() - first).total_seconds())
-
-    def _requeue_or_give_up(self, message: MessageInfo, request: HuntRequest, sink: Sink, reason: str,
-                            delay: float) -> Outcome:
-        first = request.first_enqueued_at or self._clock()
-        age = (self._clock() - first).total_seconds()
-        if request.attempt >= self._settings.max_attempts or age + delay >= self._settings.max_age_seconds:
-            error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
-                                        f"last error: {reason}")
-            return self._fail(message, request, sink, error)
-        self._requeue(request.next_attempt(reason).to_message(), math.ceil(delay))
-        return Outcome(request.id, "requeued", reason, request.api, delay=delay)
-
-    def _fail(self, message: MessageInfo, request: HuntRequest, sink: Sink | None, error: ErrorInfo, *,
-              best_effort: bool = False) -> Outcome:
-        now = self._clock()
-        logger.warning("hunt %s: failed (%s)", request.id, error.code)
-        failed = envelope.failure(request, error, completed_at=now)
-        # The record first: it must exist even when the destination itself is what keeps failing (poison).
-        self._dead_letters.record(key=request.id, raw=message.raw, reason=error.code, error=error.as_dict(),
-                                  queue=self._settings.queue, message_id=message.message_id,
-                                  dequeue_count=message.dequeue_count, now=now,
-                                  first_enqueued_at=request.first_enqueued_at)
-        location = self._deliver_failure(sink, request.id, failed, best_effort=best_effort)
-        return Outcome(request.id, "failed", error.code, request.api, location=location)
-
-    def _reject(self, message: MessageInfo, error: InvalidHuntRequest) -> Outcome:
-        """A message that is not a valid hunt: a dead-letter record, and a failure envelope if we can tell where."""
-        now = self._clock()
-        info = ErrorInfo("InvalidHuntRequest", str(error), hint="see the message format in the README and "
-                         "schemas/hunt-request.v1.schema.json")
-        job_id, context, destination = _salvage(message.raw)
-        key = job_id or message.message_id
-        logger.warning("hunt %s: rejected the message (%s)", key, error.field or "message")
-        location = None
+    def _deliver_once(self, message: MessageInfo, request: HuntRequest, sink: Resendable,
+                      prepared: PreparedBody) -> Outcome:
+        """Sends a freshly prepared result; on "not now", keeps it and re-enqueues a delivery-only copy."""
+        assert self._pending is not None
+        rows = prepared.summary.row_count if prepared.summary else None
         try:
-            sink = self._sink_for(resolve_destination(destination, self._settings))
-            location = self._deliver_failure(sink, key, envelope.failure(None, info, completed_at=now, job_id=key,
-                                                                         context=context))
-        except DeliveryRefused:
-            pass
-        self._dead_letters.record(key=key, raw=message.raw, reason="InvalidHuntRequest", error=info.as_dict(),
-                                  queue=self._settings.queue, message_id=message.message_id,
-                                  dequeue_count=message.dequeue_count, now=now)
-        return Outcome(key, "rejected", str(error), location=location)
+            sink.send(request.id, prepared.body)
+        except DeliveryRetryable as error:
+            self._pending.keep(request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
+            return self._retry_delivery(message, request, str(error), error.retry_after)
+        logger.info("hunt %s: delivered %s rows to %s", request.id, rows, sink.location)
+        return Outcome(request.id, "delivered", "", request.api, rows, sink.location)
 
-    def _deliver_failure(self, sink: Sink | None, job_id: str, failed: dict[str, Any], *,
-                         best_effort: bool = False) -> str | None:
-        if sink is None:
-            return None
+    def _redeliver(self, message: MessageInfo, request: HuntRequest, sink: Sink) -> Outcome:
+        """A delivery-only copy: no gate, no API call; the kept body goes again to the hunt's own destination."""
+        if self._pending is None or not isinstance(sink, Resendable):
+            return self._end.fail(message, request, sink, ErrorInfo(
+                "PendingDeliveryMissing", "the message asks for a delivery-only retry, which this destination "
+                "does not take; the hunt was not run", hint="send the hunt again without 'pending_delivery'"))
+        kept = self._pending.load(request)
+        if isinstance(kept, Sent):
+            logger.info("hunt %s: the kept body was delivered already (%s); completing the copy", request.id,
+                        kept.at)
+            return Outcome(request.id, "duplicate", "delivered on an earlier try", request.api)
+        if not isinstance(kept, Kept):
+            # Same webhook-id as the result: a receiver that already has it drops this failure as a duplicate.
+            return self._end.fail(message, request, sink, ErrorInfo(
+                "PendingDeliveryMissing", kept.reason, hint="if the destination has not received this job, send "
+                "the hunt again without 'pending_delivery'"))
+        logger.info("hunt %s: delivery-only retry, attempt %s", request.id, request.attempt)
         try:
-            return sink.deliver_failure(job_id, failed).location
-        except (DeliveryRefused, DeliveryRetryable) as error:
-            # The dead-letter record still holds the failure; the destination could not take it.
-            logger.warning("hunt %s: the failure envelope could not be delivered (%s)", job_id, type(error).__name__)
+            sink.send(request.id, kept.body)
+        except DeliveryRefused as error:
+            return self._end.fail(message, request, None, ErrorInfo("DeliveryRefused", str(error),
+                                                                    hint=self._kept_hint(request)))
+        except DeliveryRetryable as error:
+            return self._retry_delivery(message, request, str(error), error.retry_after)
+        self._pending.mark_sent(request, self._clock())
+        logger.info("hunt %s: delivered %s rows to %s on a delivery-only retry", request.id, kept.rows,
+                    sink.location)
+        return Outcome(request.id, "delivered", "delivery-only retry", request.api, kept.rows, sink.location)
+
+    def _retry_delivery(self, message: MessageInfo, request: HuntRequest, reason: str,
+                        retry_after: float | None) -> Outcome:
+        """The destination's Retry-After when it gave one, else the transient backoff; then the usual limits."""
+        if retry_after is None:
+            retry_after = transient_delay(request.attempt, rand=self._rand,
+                                          max_delay=self._end.remaining_lifetime(request)).seconds
+        logger.warning("hunt %s: the destination did not take the result (%s), delivery only in %.1f s",
+                       request.id, reason, retry_after)
+        return self._end.requeue_or_give_up(message, request, None, reason, retry_after,
+                                            copy=request.delivery_only(), hint=self._kept_hint(request))
+
+    def _kept_hint(self, request: HuntRequest) -> str | None:
+        if self._pending is None:
             return None
-        except AzureError as error:
-            if not best_effort:
-                raise
-            logger.warning("hunt %s: the failure envelope could not be written (%s); the dead-letter record holds it",
-                           job_id, type(error).__name__)
-            return None
-
-
-def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None]:
-    """Best effort: the id, context and destination of an invalid message, when they themselves are valid."""
-    try:
-        body = message_json(raw)
-    except InvalidHuntRequest:
-        return None, {}, None
-    raw_id, raw_context, raw_destination = body.get("id"), body.get("context"), body.get("destination")
-    job_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.match(raw_id) else None
-    context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
-    if len(json.dumps(context)) > MAX_CONTEXT_BYTES:
-        context = {}
-    destination = raw_destination if isinstance(raw_destination, str) else None
-    return job_id, context, destination
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
+        return (f"the undelivered result is kept at {self._pending.location(request)}; fix the destination, "
+                "then deliver it from there or send the hunt again")

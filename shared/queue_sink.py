@@ -10,7 +10,9 @@ its optional fields (query, context, ...) and names them in `omitted`.
     the queue does not exist         DeliveryRefused (a configuration error: create the queue)
     any other storage error          DeliveryRetryable
 
-A queue cannot be asked whether a job was already delivered: consumers deduplicate on `id`.
+A queue cannot be asked whether a job was already delivered: consumers deduplicate on `id`. Like the webhook
+sink, `deliver_result` is `prepare_result` then `send`, so that a message the queue did not take is kept and sent
+again alone (shared.pending_deliveries), without running the query again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from azure.storage.queue import QueueClient
 from shared.errors import DeliveryRefused, DeliveryRetryable
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
+from shared.pending_deliveries import PreparedBody
 from shared.result_formats import ResultSummary
 from shared.result_links import ResultLinks, fit_envelope, link_envelope, render_or_link
 
@@ -58,18 +61,22 @@ class QueueSink:
 
     def deliver_result(self, request: HuntRequest, stream: ResultStream,
                        clock: Callable[[], datetime]) -> QueueDelivery:
+        prepared = self.prepare_result(request, stream, clock)
+        self.send(request.id, prepared.body)
+        return QueueDelivery(self.location, prepared.summary)
+
+    def prepare_result(self, request: HuntRequest, stream: ResultStream,
+                       clock: Callable[[], datetime]) -> PreparedBody:
         rendered = render_or_link(request, stream, clock, limit=self._max_bytes, links=self._links)
         if rendered.inline is not None:
-            self._send(request.id, rendered.inline)
-        else:
-            self._send(request.id, fit_envelope(link_envelope(rendered), self._max_bytes))
-        return QueueDelivery(self.location, rendered.summary)
+            return PreparedBody(rendered.inline, rendered.summary)
+        return PreparedBody(fit_envelope(link_envelope(rendered), self._max_bytes), rendered.summary)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> QueueDelivery:
-        self._send(job_id, fit_envelope(failed_envelope, self._max_bytes))
+        self.send(job_id, fit_envelope(failed_envelope, self._max_bytes))
         return QueueDelivery(self.location, None)
 
-    def _send(self, job_id: str, body: bytes) -> None:
+    def send(self, job_id: str, body: bytes) -> None:
         try:
             self._queue.send_message(body.decode("utf-8"))
         except ResourceNotFoundError:

@@ -29,6 +29,7 @@ from shared.destinations import Target
 from shared.http_session import pooled_session
 from shared.hunting_client import HuntingClient
 from shared.outbound import SafeSender
+from shared.pending_deliveries import PendingDeliveries
 from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
 from shared.queue_sink import QueueSink
 from shared.quota_gate import Admit, QuotaGate, Wait, Window
@@ -71,6 +72,7 @@ class Relay:
         self.processor = HuntProcessor(
             settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
             requeue=self.requeue, gate=self.gates, render_template=self.render_template, clock=clock, rand=rand,
+            pending=PendingDeliveries(self.blob_service.get_container_client(settings.results_container)),
         )
 
     def ensure_resources(self) -> None:

@@ -12,6 +12,10 @@ duplicate. Status handling follows the Standard Webhooks spec:
 Size: a JSON envelope up to `max_bytes` (HUNT_WEBHOOK_MAX_BYTES) is sent whole; a bigger one, and any ndjson or
 csv result, is written to a link blob and the webhook receives the envelope with `results_url` instead of
 `results` (shared.result_links). The body is buffered only up to `max_bytes`.
+
+`deliver_result` is `prepare_result` (render, or link) then `send`; the processor calls the two itself so that a
+body refused with "not now" (5xx, 429) can be kept and sent again alone (shared.pending_deliveries). Every send
+signs afresh (a new timestamp) under the same `webhook-id`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Protocol
 from shared.errors import DeliveryRefused, DeliveryRetryable
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
+from shared.pending_deliveries import PreparedBody
 from shared.result_formats import ResultSummary, dumps
 from shared.result_links import ResultLinks, link_envelope, render_or_link
 from shared.throttling import retry_after_from_headers
@@ -72,18 +77,23 @@ class WebhookSink:
 
     def deliver_result(self, request: HuntRequest, stream: ResultStream,
                        clock: Callable[[], datetime]) -> WebhookDelivery:
+        prepared = self.prepare_result(request, stream, clock)
+        self.send(request.id, prepared.body)
+        return WebhookDelivery(self.location, prepared.summary)
+
+    def prepare_result(self, request: HuntRequest, stream: ResultStream,
+                       clock: Callable[[], datetime]) -> PreparedBody:
+        """The envelope to POST: whole when it fits `max_bytes`, else with `results_url` to a link blob."""
         rendered = render_or_link(request, stream, clock, limit=self._max_bytes, links=self._links)
-        if rendered.inline is not None:
-            self._post(request.id, rendered.inline)
-        else:
-            self._post(request.id, dumps(link_envelope(rendered)))
-        return WebhookDelivery(self.location, rendered.summary)
+        body = rendered.inline if rendered.inline is not None else dumps(link_envelope(rendered))
+        return PreparedBody(body, rendered.summary)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> WebhookDelivery:
-        self._post(job_id, json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8"))
+        self.send(job_id, json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8"))
         return WebhookDelivery(self.location, None)
 
-    def _post(self, job_id: str, body: bytes) -> None:
+    def send(self, job_id: str, body: bytes) -> None:
+        """POSTs `body` once, signed now; returns on 2xx, else raises per the table in the module docstring."""
         headers = {"Content-Type": "application/json"}
         timestamp = int(self._clock().timestamp())
         if self._secrets:

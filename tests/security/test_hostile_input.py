@@ -81,7 +81,7 @@ json_values = st.recursive(
     max_leaves=20,
 )
 FIELDS = ["query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
-          "attempt", "first_enqueued_at", "version", "last_error", "extra"]
+          "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", "extra"]
 plausible = st.dictionaries(st.sampled_from(FIELDS), json_values | st.sampled_from(
     ["mde", "m365d", "graph", "json", "csv", "ndjson", "P7D", "DeviceInfo | take 1", "job-1",
      "https://hooks.example.com/x", "https://evil.example/x", "../../x", "default"]), max_size=8)

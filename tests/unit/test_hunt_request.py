@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from shared.errors import InvalidHuntRequest
-from shared.hunt_request import decode_hunt_request
+from shared.hunt_request import decode_hunt_request, pending_delivery_name
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "hunt-request.v1.schema.json").read_text())
@@ -33,6 +33,8 @@ VALID = [
     {"template": "logons-of-user"},
     {"query": "x", "attempt": 3, "first_enqueued_at": "2026-11-23T10:00:00+00:00", "version": 1},
     {"query": "x", "id": "A" * 128},
+    {"query": "x", "id": "job-1", "attempt": 2, "pending_delivery": "pending/job-1.delivery.json"},
+    {"query": "x", "id": "A" * 128, "pending_delivery": "pending/" + "A" * 128 + ".delivery.json"},
 ]
 
 INVALID = [
@@ -58,6 +60,20 @@ INVALID = [
     ({"query": "x", "destination": ""}, "destination"),
     ({"query": "x", "colour": "blue"}, "colour"),
     ({"template": "../evil"}, "template"),
+    ({"query": "x", "id": "job-1", "pending_delivery": 5}, "pending_delivery"),
+    ({"query": "x", "id": "job-1", "pending_delivery": ""}, "pending_delivery"),
+    ({"query": "x", "id": "job-1", "pending_delivery": "links/job-1.json"}, "pending_delivery"),
+    ({"query": "x", "id": "job-1", "pending_delivery": "pending/../links/job-1.delivery.json"}, "pending_delivery"),
+    ({"query": "x", "id": "job-1", "pending_delivery": "pending/job-1.json"}, "pending_delivery"),
+    ({"query": "x", "id": "job-1", "pending_delivery": "/pending/job-1.delivery.json"}, "pending_delivery"),
+    ({"query": "x", "pending_delivery": "pending/queue-msg-1.delivery.json"}, "pending_delivery"),
+]
+
+# Valid in shape (the schema accepts them), refused by the parser: the name must be the one for the message's own
+# id, a comparison of two fields that JSON Schema cannot express.
+PARSER_ONLY = [
+    ({"query": "x", "id": "job-1", "pending_delivery": "pending/job-2.delivery.json"}, "pending_delivery"),
+    ({"query": "x", "id": "job-1", "pending_delivery": "pending/JOB-1.delivery.json"}, "pending_delivery"),
 ]
 
 
@@ -74,6 +90,15 @@ def test_invalid_messages_are_refused_by_the_parser_and_the_schema_naming_the_fi
     assert refused.value.field == field
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, SCHEMA)
+
+
+@pytest.mark.parametrize(("body", "field"), PARSER_ONLY)
+def test_a_pending_delivery_for_another_job_passes_the_schema_but_not_the_parser(body, field):
+    jsonschema.validate(body, SCHEMA)
+    with pytest.raises(InvalidHuntRequest) as refused:
+        decode(body)
+    assert refused.value.field == field
+    assert "pending/<id>.delivery.json" in refused.value.reason
 
 
 def test_plain_and_base64_messages_decode_to_the_same_request():
@@ -119,3 +144,12 @@ def test_a_re_enqueued_copy_keeps_id_and_first_time_and_counts_the_attempt():
     assert (again.id, again.attempt, again.first_enqueued_at, again.context) == ("job-7", 2, NOW, {"run": "r1"})
     assert again.last_error == "HTTP 429"
     assert again.query == request.query
+
+
+def test_a_delivery_only_copy_names_its_own_pending_body_and_survives_the_round_trip():
+    request = decode({"query": "DeviceInfo", "id": "job-7", "destination": "hook"})
+    assert request.pending_delivery is None
+    again = decode(request.delivery_only().next_attempt("webhook hook answered 503").to_message())
+    assert again.pending_delivery == pending_delivery_name("job-7") == "pending/job-7.delivery.json"
+    assert (again.id, again.attempt, again.destination, again.query) == ("job-7", 2, "hook", "DeviceInfo")
+    assert decode(again.next_attempt("again").to_message()).pending_delivery == again.pending_delivery

@@ -1,0 +1,172 @@
+"""How a hunt ends, other than delivered: the Outcome value the processor returns, and the three endings that
+touch storage.
+
+    requeue_or_give_up   a copy back on the queue after a delay (attempt + 1), or, past HUNT_MAX_ATTEMPTS or
+                         HUNT_MAX_AGE, "GaveUp": the failure below
+    defer                the same attempt back on the queue (the quota gate said not now; no call was spent)
+    fail                 a dead-letter record first (it must exist even when the destination is what keeps
+                         failing), then a failure envelope to the destination when there is one
+    reject               a message that is not a valid hunt: a dead-letter record, and a failure envelope if the
+                         message's id and destination can be salvaged
+
+Exceptions escape only when storage itself fails (the host then retries the message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from azure.core.exceptions import AzureError
+
+from shared import envelope
+from shared.classify import ErrorInfo
+from shared.dead_letters import DeadLetters
+from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
+from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, HuntRequest, message_json
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["delivered", "failed", "requeued", "rejected", "duplicate"]
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    raw: bytes
+    message_id: str
+    dequeue_count: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    status: Status
+    detail: str = ""
+    api: str | None = None
+    rows: int | None = None
+    location: str | None = None
+    delay: float | None = None
+
+
+class FailedDelivery(Protocol):
+    @property
+    def location(self) -> str: ...
+
+
+class FailureSink(Protocol):
+    def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> FailedDelivery: ...
+
+
+class HuntEndings:
+    def __init__(self, *, settings: Settings, dead_letters: DeadLetters, requeue: Callable[[str, int], None],
+                 clock: Callable[[], datetime]) -> None:
+        self._settings = settings
+        self._dead_letters = dead_letters
+        self._requeue = requeue
+        self._clock = clock
+
+    def age(self, request: HuntRequest) -> float:
+        return (self._clock() - (request.first_enqueued_at or self._clock())).total_seconds()
+
+    def remaining_lifetime(self, request: HuntRequest) -> float:
+        return max(0.0, self._settings.max_age_seconds - self.age(request))
+
+    def requeue_or_give_up(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, reason: str,
+                           delay: float, *, copy: HuntRequest | None = None, hint: str | None = None) -> Outcome:
+        """`copy` (default: the request itself) goes back with attempt + 1; `hint` joins a GaveUp error."""
+        age = self.age(request)
+        if request.attempt >= self._settings.max_attempts or age + delay >= self._settings.max_age_seconds:
+            error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
+                                        f"last error: {reason}", hint=hint)
+            return self.fail(message, request, sink, error)
+        self._requeue((copy or request).next_attempt(reason).to_message(), math.ceil(delay))
+        return Outcome(request.id, "requeued", reason, request.api, delay=delay)
+
+    def defer(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, reason: str,
+              delay: float) -> Outcome:
+        age = self.age(request)
+        if age + delay >= self._settings.max_age_seconds:
+            error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
+                                        f"last error: {reason}")
+            return self.fail(message, request, sink, error)
+        logger.info("hunt %s: %s, back in %.1f s", request.id, reason, delay)
+        self._requeue(request.to_message(), math.ceil(delay))
+        return Outcome(request.id, "requeued", reason, request.api, delay=delay)
+
+    def fail(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, error: ErrorInfo, *,
+             best_effort: bool = False) -> Outcome:
+        now = self._clock()
+        logger.warning("hunt %s: failed (%s)", request.id, error.code)
+        failed = envelope.failure(request, error, completed_at=now)
+        # The record first: it must exist even when the destination itself is what keeps failing (poison).
+        self._dead_letters.record(key=request.id, raw=message.raw, reason=error.code, error=error.as_dict(),
+                                  queue=self._settings.queue, message_id=message.message_id,
+                                  dequeue_count=message.dequeue_count, now=now,
+                                  first_enqueued_at=request.first_enqueued_at)
+        location = self._deliver_failure(sink, request.id, failed, best_effort=best_effort)
+        return Outcome(request.id, "failed", error.code, request.api, location=location)
+
+    def reject(self, message: MessageInfo, error: InvalidHuntRequest,
+               sink_for: Callable[[str | None], FailureSink]) -> Outcome:
+        """`sink_for(destination)` finds the message's destination, or raises DeliveryRefused."""
+        now = self._clock()
+        info = ErrorInfo("InvalidHuntRequest", str(error), hint="see the message format in the README and "
+                         "schemas/hunt-request.v1.schema.json")
+        job_id, context, destination = _salvage(message.raw)
+        key = job_id or message.message_id
+        logger.warning("hunt %s: rejected the message (%s)", key, error.field or "message")
+        location = None
+        with contextlib.suppress(DeliveryRefused):   # no destination to tell: the record below is the answer
+            location = self._deliver_failure(sink_for(destination), key, envelope.failure(
+                None, info, completed_at=now, job_id=key, context=context))
+        self._dead_letters.record(key=key, raw=message.raw, reason="InvalidHuntRequest", error=info.as_dict(),
+                                  queue=self._settings.queue, message_id=message.message_id,
+                                  dequeue_count=message.dequeue_count, now=now)
+        return Outcome(key, "rejected", str(error), location=location)
+
+    def _deliver_failure(self, sink: FailureSink | None, job_id: str, failed: dict[str, Any], *,
+                         best_effort: bool = False) -> str | None:
+        if sink is None:
+            return None
+        try:
+            return sink.deliver_failure(job_id, failed).location
+        except (DeliveryRefused, DeliveryRetryable) as error:
+            # The dead-letter record still holds the failure; the destination could not take it.
+            logger.warning("hunt %s: the failure envelope could not be delivered (%s)", job_id, type(error).__name__)
+            return None
+        except AzureError as error:
+            if not best_effort:
+                raise
+            logger.warning("hunt %s: the failure envelope could not be written (%s); the dead-letter record holds it",
+                           job_id, type(error).__name__)
+            return None
+
+
+def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None]:
+    """Best effort: the id, context and destination of an invalid message, when they themselves are valid."""
+    try:
+        body = message_json(raw)
+    except InvalidHuntRequest:
+        return None, {}, None
+    raw_id, raw_context, raw_destination = body.get("id"), body.get("context"), body.get("destination")
+    job_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.match(raw_id) else None
+    context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
+    if len(json.dumps(context)) > MAX_CONTEXT_BYTES:
+        context = {}
+    destination = raw_destination if isinstance(raw_destination, str) else None
+    return job_id, context, destination
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
