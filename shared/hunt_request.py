@@ -87,7 +87,12 @@ class HuntRequest:
         body["attempt"] = self.attempt
         if self.first_enqueued_at is not None:
             body["first_enqueued_at"] = self.first_enqueued_at.isoformat()
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        if "last_error" in body and len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+            # The last error is a convenience (logs and the failure envelope keep errors): drop it to fit.
+            del body["last_error"]
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        return text
 
 
 def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, now: datetime) -> HuntRequest:

@@ -29,7 +29,7 @@ from shared import envelope
 from shared.classify import ErrorInfo
 from shared.dead_letters import DeadLetters
 from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
-from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, HuntRequest, message_json
+from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, MAX_MESSAGE_BYTES, HuntRequest, message_json
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,20 @@ class HuntEndings:
             error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                         f"last error: {reason}", hint=hint)
             return self.fail(message, request, sink, error)
-        self._requeue((copy or request).next_attempt(reason).to_message(), math.ceil(delay))
+        return self._put_back(message, request, sink, (copy or request).next_attempt(reason).to_message(), reason,
+                              delay)
+
+    def _put_back(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, text: str,
+                  reason: str, delay: float) -> Outcome:
+        """Enqueue the copy; a copy the queue would refuse (over 64 KiB with the relay's fields) fails the hunt
+        once, clearly, instead of failing the handler until the message is poisoned."""
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_MESSAGE_BYTES:
+            return self.fail(message, request, sink, ErrorInfo(
+                "MessageTooLarge", f"the hunt had to go back on the queue ({reason}), but its copy with the relay's "
+                                   f"own fields is {size} bytes, over the queue's {MAX_MESSAGE_BYTES}-byte limit",
+                hint="keep hunt messages at least 1 KiB under 64 KiB (a shorter query or context)"))
+        self._requeue(text, math.ceil(delay))
         return Outcome(request.id, "requeued", reason, request.api, delay=delay)
 
     def defer(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, reason: str,
@@ -97,8 +110,7 @@ class HuntEndings:
                                         f"last error: {reason}")
             return self.fail(message, request, sink, error)
         logger.info("hunt %s: %s, back in %.1f s", request.id, reason, delay)
-        self._requeue(request.to_message(), math.ceil(delay))
-        return Outcome(request.id, "requeued", reason, request.api, delay=delay)
+        return self._put_back(message, request, sink, request.to_message(), reason, delay)
 
     def fail(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, error: ErrorInfo, *,
              best_effort: bool = False) -> Outcome:

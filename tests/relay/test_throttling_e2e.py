@@ -120,3 +120,19 @@ def test_after_a_429_the_pause_holds_hunts_back_without_spending_calls(relay_sta
     assert held, "hunts dequeued during the pause should be deferred without a call"
     requeues = [o for o in stats.outcomes if o.status == "requeued"]
     assert relay_stack.sandbox.counters.throttled == len(requeues) - len(held)
+
+
+def test_a_hunt_too_close_to_the_queue_limit_to_go_back_fails_once_instead_of_poisoning(relay_stack: RelayStack):
+    relay_stack.sandbox.knobs.faults.status, relay_stack.sandbox.knobs.faults.status_next = 503, 1
+    relay = relay_stack.make()
+    body = {"id": "near-64k", "api": "m365d", "query": "DeviceInfo | take 1\n//" + "x" * 60_000, "context": {}}
+    pad = 64 * 1024 - 20 - len(json.dumps(body, separators=(",", ":")).encode())
+    body["context"] = {"p": "y" * pad}   # 20 bytes under the limit: no room for the relay's fields
+    relay.hunt_queue.send_message(json.dumps(body, separators=(",", ":")))
+    stats = drain(relay)
+    assert [(o.status, o.detail) for o in stats.outcomes] == [("failed", "MessageTooLarge")]
+    [record] = relay_stack.dead_letters()
+    assert record["reason"] == "MessageTooLarge" and "over the queue's 65536-byte limit" in record["error"]["message"]
+    assert relay_stack.read_json(relay_stack.results_container, "near-64k.failed.json")["error"]["code"] == \
+        "MessageTooLarge"
+    assert relay_stack.sandbox.counters.calls_to("m365d") == 1

@@ -153,3 +153,19 @@ def test_a_delivery_only_copy_names_its_own_pending_body_and_survives_the_round_
     assert again.pending_delivery == pending_delivery_name("job-7") == "pending/job-7.delivery.json"
     assert (again.id, again.attempt, again.destination, again.query) == ("job-7", 2, "hook", "DeviceInfo")
     assert decode(again.next_attempt("again").to_message()).pending_delivery == again.pending_delivery
+
+
+def near_limit(size: int) -> dict[str, object]:
+    """A hunt whose compact JSON is `size` bytes (a long query comment, then a context to pad)."""
+    body: dict[str, object] = {"query": "DeviceInfo | take 1\n//" + "x" * 60_000, "id": "big-1", "context": {"p": ""}}
+    pad = size - len(json.dumps(body, separators=(",", ":")).encode())
+    body["context"] = {"p": "y" * pad}
+    return body
+
+
+def test_a_copy_that_would_pass_the_queue_limit_drops_its_last_error_first():
+    request = decode(near_limit(64 * 1024 - 300))
+    copy = request.next_attempt("HTTP 503 " + "e" * 480).to_message()
+    assert len(copy.encode()) <= 64 * 1024 and "last_error" not in json.loads(copy)
+    roomy = decode({"query": "DeviceInfo", "id": "job-8"}).next_attempt("HTTP 503").to_message()
+    assert json.loads(roomy)["last_error"] == "HTTP 503"
