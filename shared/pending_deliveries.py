@@ -54,7 +54,7 @@ class Kept:
 
 @dataclass(frozen=True)
 class Sent:
-    """The body was delivered on an earlier try and removed: this copy has nothing left to do."""
+    """The body was delivered on an earlier try (only its marker is left): this copy has nothing left to do."""
 
     at: str
 
@@ -92,8 +92,7 @@ class PendingDeliveries:
         """The stored body for this job and destination, or the marker of its delivery; Unusable when there is
         neither (storage errors propagate)."""
         unusable = Unusable(f"no stored delivery for job {request.id} and this destination at "
-                            f"{self.location(request)}: it was delivered and removed already (a message "
-                            "redelivered after a crash), or it was deleted")
+                            f"{self.location(request)}: it was deleted (or expired) before it could be sent")
         try:
             download = self._container.get_blob_client(pending_delivery_name(request.id)).download_blob()
             body = download.readall()
