@@ -67,6 +67,7 @@ class Resendable(Protocol):
     def prepare_result(self, request: HuntRequest, stream: ResultStream,
                        clock: Callable[[], datetime]) -> PreparedBody: ...
     def send(self, job_id: str, body: bytes) -> None: ...
+    def renewed(self, body: bytes) -> bytes: ...
 
 
 class Gate(Protocol):
@@ -229,7 +230,7 @@ class HuntProcessor:
                 "the hunt again without 'pending_delivery'"))
         logger.info("hunt %s: delivery-only retry, attempt %s", request.id, request.attempt)
         try:
-            sink.send(request.id, kept.body)
+            sink.send(request.id, sink.renewed(kept.body))
         except DeliveryRefused as error:
             return self._end.fail(message, request, None, ErrorInfo("DeliveryRefused", str(error),
                                                                     hint=self._kept_hint(request)))

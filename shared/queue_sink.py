@@ -76,6 +76,10 @@ class QueueSink:
         self.send(job_id, fit_envelope(failed_envelope, self._max_bytes))
         return QueueDelivery(self.location, None)
 
+    def renewed(self, body: bytes) -> bytes:
+        """A kept body made ready to send again: a link in it is signed afresh."""
+        return self._links.renewed(body)
+
     def send(self, job_id: str, body: bytes) -> None:
         try:
             self._queue.send_message(body.decode("utf-8"))

@@ -16,6 +16,7 @@ A SAS URL is a bearer credential: it is never logged (the blob name is).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -135,13 +136,29 @@ class ResultLinks:
         metadata = None if fmt == "json" else blob_metadata(head, summary)
         if not writer.commit(CONTENT_TYPES[fmt], metadata):
             logger.info("hunt %s: %s already existed; linking the first result", head["id"], writer.name)
+        return self._link(str(head["id"]), writer.name, fmt)
+
+    def renewed(self, body: bytes) -> bytes:
+        """A kept envelope that carries `results_url`, with a fresh link: a delivery-only retry may come after the
+        first link expired (HUNT_LINK_LIFETIME is shorter than HUNT_MAX_AGE by default). Any other body, as is."""
+        if self._signer is None or b'"results_url"' not in body:
+            return body
+        document = json.loads(body)
+        if not isinstance(document, dict) or "results_url" not in document:
+            return body
+        job_id, fmt = str(document["id"]), str(document["results_format"])
+        link = self._link(job_id, LINK_PREFIX + file_name(job_id, fmt), fmt)
+        document["results_url"], document["results_expires_at"] = link.url, envelope.iso(link.expires_at)
+        return dumps(document)
+
+    def _link(self, job_id: str, name: str, fmt: str) -> Link:
         assert self._signer is not None
         expires_at = self._clock() + self._lifetime
-        sas = self._signer.sas(self._container.container_name, writer.name, expires_at)
-        url = self._container.get_blob_client(writer.name).url + "?" + sas
-        logger.info("hunt %s: linked %s/%s (valid until %s)", head["id"], self._container.container_name,
-                    writer.name, envelope.iso(expires_at))
-        return Link(writer.name, fmt, expires_at, url)
+        sas = self._signer.sas(self._container.container_name, name, expires_at)
+        url = self._container.get_blob_client(name).url + "?" + sas
+        logger.info("hunt %s: linked %s/%s (valid until %s)", job_id, self._container.container_name, name,
+                    envelope.iso(expires_at))
+        return Link(name, fmt, expires_at, url)
 
 
 class SpillingWriter:

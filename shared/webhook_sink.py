@@ -92,6 +92,10 @@ class WebhookSink:
         self.send(job_id, json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8"))
         return WebhookDelivery(self.location, None)
 
+    def renewed(self, body: bytes) -> bytes:
+        """A kept body made ready to send again: a link in it is signed afresh."""
+        return self._links.renewed(body)
+
     def send(self, job_id: str, body: bytes) -> None:
         """POSTs `body` once, signed now; returns on 2xx, else raises per the table in the module docstring."""
         headers = {"Content-Type": "application/json"}

@@ -12,6 +12,7 @@ import os
 import uuid
 
 import pytest
+import requests
 from azure.core.exceptions import ResourceNotFoundError
 from standardwebhooks.webhooks import Webhook
 
@@ -243,3 +244,23 @@ def test_the_pending_store_binds_a_body_to_its_job_and_destination(relay_stack: 
     store.mark_sent(request(job, "hook"), relay.clock())
     assert isinstance(store.load(request(job, "hook")), Sent)
     assert isinstance(store.load(request(job, "other")), Unusable)   # the marker is bound to the destination too
+
+
+def test_a_delivery_only_retry_signs_a_fresh_link_to_a_result_too_big_for_the_webhook(
+        relay_stack: RelayStack, webhook_receiver: WebhookReceiver):
+    relay = relay_stack.make(HUNT_WEBHOOK_MAX_BYTES="2000", HUNT_LINK_LIFETIME="1m",
+                             **webhooks(relay_stack, new_secret(), hook=webhook_receiver.url + "/hook"))
+    webhook_receiver.replies = [503, 200]
+    webhook_receiver.reply_headers = {"Retry-After": "2"}
+    job = "linked-" + uuid.uuid4().hex[:8]
+    relay.hunt_queue.send_message(json.dumps({"id": job, "query": "DeviceInfo | take 50", "api": API}))
+    stats = drain(relay)
+    assert [o.status for o in stats.outcomes] == ["requeued", "delivered"]
+    first, second = (json.loads(r.body) for r in webhook_receiver.requests)
+    assert first["results_url"] != second["results_url"]                 # signed again for the retry
+    assert second["results_expires_at"] > first["results_expires_at"]
+    assert {k: v for k, v in first.items() if not k.startswith("results_")} == \
+        {k: v for k, v in second.items() if not k.startswith("results_")}
+    linked = requests.get(second["results_url"], timeout=30)
+    assert linked.status_code == 200 and json.loads(linked.content)["row_count"] == 50
+    assert relay_stack.sandbox.counters.calls_to(API) == 1
