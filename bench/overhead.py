@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 
 from bench.local_stack import LocalStack, apply_env, restore_env
 from shared.apis import APIS
-from shared.processor import Outcome
+from shared.outcomes import Outcome
 from shared.runtime import Relay
 from shared.settings import load_settings
 from shared.worker import PortableWorker

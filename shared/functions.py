@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
-from shared.processor import Outcome
+from shared.outcomes import Outcome
 from shared.runtime import Relay
 from shared.settings import load_settings
 

@@ -38,9 +38,6 @@ from shared.result_formats import ResultSummary
 from shared.settings import Settings
 from shared.throttling import throttle_delay, transient_delay
 
-# MessageInfo and Outcome live in shared.outcomes; the entry points and the worker import them from here.
-__all__ = ["Delivery", "Gate", "HuntProcessor", "MessageInfo", "Outcome", "Resendable", "Runner", "Sink"]
-
 logger = logging.getLogger(__name__)
 
 

@@ -29,8 +29,9 @@ from shared.destinations import Target
 from shared.http_session import pooled_session
 from shared.hunting_client import HuntingClient
 from shared.outbound import SafeSender
+from shared.outcomes import MessageInfo, Outcome
 from shared.pending_deliveries import PendingDeliveries
-from shared.processor import HuntProcessor, MessageInfo, Outcome, Sink
+from shared.processor import HuntProcessor, Sink
 from shared.queue_sink import QueueSink
 from shared.quota_gate import Admit, QuotaGate, Wait, Window
 from shared.result_links import ResultLinks, signer_for

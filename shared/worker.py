@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.processor import Outcome
+from shared.outcomes import Outcome
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from shared.apis import APIS
 from shared.hunting_client import ResultStream
-from shared.processor import HuntProcessor, MessageInfo
+from shared.outcomes import MessageInfo
+from shared.processor import HuntProcessor
 from shared.result_formats import render
 from shared.settings import load_settings
 from tests.relay.conftest import RelayStack, drain
