@@ -95,8 +95,12 @@ class ReplyingHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         url = urlsplit(self.path)
-        request = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
-                          self.headers, read_body(self.rfile, self.headers))
+        try:
+            body = read_body(self.rfile, self.headers)
+        except IncompleteBody:
+            self.close_connection = True   # the client is gone; nothing to answer
+            return
+        request = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), self.headers, body)
         try:
             reply = self.server.route(request)
         except Exception:
@@ -175,20 +179,37 @@ class ReplyingHandler(BaseHTTPRequestHandler):
         return True
 
 
+class IncompleteBody(ConnectionError):
+    """The client closed the connection before the whole body arrived (e.g. it was killed mid-send)."""
+
+
 def read_body(rfile: IO[bytes] | Any, headers: Message) -> bytes:
-    """The request body, framed by Content-Length or chunked transfer encoding."""
+    """The request body, framed by Content-Length or chunked transfer encoding.
+
+    Raises IncompleteBody when the connection ends before the framing says the body does: such a request was
+    never sent, and a server must not act on it."""
     if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
         parts: list[bytes] = []
         while True:
-            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+            line = rfile.readline()
+            if not line:
+                raise IncompleteBody("the connection closed inside a chunked body")
+            size = int(line.split(b";")[0].strip() or b"0", 16)
             if size == 0:
                 while rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass
                 return b"".join(parts)
-            parts.append(rfile.read(size))
+            parts.append(_read_exactly(rfile, size))
             rfile.readline()
     length = int(headers.get("Content-Length") or 0)
-    return rfile.read(length) if length > 0 else b""
+    return _read_exactly(rfile, length) if length > 0 else b""
+
+
+def _read_exactly(rfile: IO[bytes] | Any, length: int) -> bytes:
+    data = rfile.read(length)
+    if len(data) < length:
+        raise IncompleteBody(f"the connection closed after {len(data)} of {length} body bytes")
+    return bytes(data)
 
 
 def _gather(pieces: Iterator[bytes], limit: int) -> tuple[bytes, bool]:

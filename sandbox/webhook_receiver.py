@@ -6,7 +6,8 @@
     receiver.wait_for(1)                   # the recorded requests
     receiver.stop()
 
-Every request is recorded (method, path, headers, body bytes) before the reply; a reply may be delayed
+Every complete request is recorded (method, path, headers, body bytes) before the reply; one whose sender went
+away before its body was whole is not, as a real endpoint would not act on it; a reply may be delayed
 (`delay_seconds`) and carry extra headers (`reply_headers`, e.g. Retry-After).
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sandbox.http_base import read_body
+from sandbox.http_base import IncompleteBody, read_body
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,27 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self) -> None:
-        body = read_body(self.rfile, self.headers)
+        try:
+            body = read_body(self.rfile, self.headers)
+        except IncompleteBody:
+            # A sender killed mid-request: a real endpoint never sees this as a delivery, so neither do we.
+            self.close_connection = True
+            return
         receiver = self.server.receiver
         status, delay, headers, reply_body = receiver._record(
             ReceivedRequest(self.command, self.path, dict(self.headers.items()), body))
         if delay > 0:
             receiver._stopped.wait(delay)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply_body)))
-        self.end_headers()
-        self.wfile.write(reply_body)
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply_body)))
+            self.end_headers()
+            self.wfile.write(reply_body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True   # the sender was killed while it waited for the answer
 
     do_POST = do_PUT = do_GET = do_PATCH = do_DELETE = _handle
 

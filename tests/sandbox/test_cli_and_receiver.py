@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -66,3 +67,18 @@ def test_the_webhook_receiver_records_requests_and_replies_from_its_queue(webhoo
     assert [r.body for r in received] == [b'{"n": 1}', b'{"n": 2}']
     assert received[0].path == "/hooks/a"
     assert received[0].header("Webhook-Id") == "msg_1"
+
+
+def test_a_request_whose_sender_dies_before_its_body_is_whole_is_not_recorded(
+        webhook_receiver: WebhookReceiver) -> None:
+    # A worker killed mid-send: the headers promise 100 bytes, 10 arrive, then the connection closes.
+    with socket.create_connection(("127.0.0.1", webhook_receiver.port), timeout=10) as cut:
+        cut.sendall(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\n\r\n" + b'{"id": "x"')
+        cut.shutdown(socket.SHUT_WR)
+        assert cut.recv(1024) == b""      # the receiver has read the cut request and closed without answering
+    whole = requests.post(webhook_receiver.url + "/hooks/a", data=b'{"n": 3}', timeout=10)
+
+    assert whole.status_code == 200
+    assert [r.body for r in webhook_receiver.wait_for(1)] == [b'{"n": 3}']
+    assert len(webhook_receiver.requests) == 1
