@@ -5,7 +5,9 @@ touch storage.
                          HUNT_MAX_AGE, "GaveUp": the failure below
     defer                the same attempt back on the queue (the quota gate said not now; no call was spent)
     fail                 a dead-letter record first (it must exist even when the destination is what keeps
-                         failing), then a failure envelope to the destination when there is one
+                         failing), then a failure envelope to the destination when there is one; a destination
+                         that answers "not now" (a webhook's 5xx or 429) gets it again as a delivery only, like a
+                         result (shared.pending_deliveries), while the hunt has attempts and age left
     reject               a message that is not a valid hunt: a dead-letter record, and a failure envelope if the
                          message's id and destination can be salvaged
 
@@ -30,7 +32,9 @@ from shared.classify import ErrorInfo
 from shared.dead_letters import DeadLetters
 from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
 from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, MAX_MESSAGE_BYTES, HuntRequest, message_json
+from shared.pending_deliveries import PendingDeliveries, Resendable
 from shared.settings import Settings
+from shared.throttling import transient_delay
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +70,14 @@ class FailureSink(Protocol):
 
 class HuntEndings:
     def __init__(self, *, settings: Settings, dead_letters: DeadLetters, requeue: Callable[[str, int], None],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], rand: Callable[[], float],
+                 pending: PendingDeliveries | None = None) -> None:
         self._settings = settings
         self._dead_letters = dead_letters
         self._requeue = requeue
         self._clock = clock
+        self._rand = rand
+        self._pending = pending   # None: a failure envelope the destination did not take is not retried
 
     def age(self, request: HuntRequest) -> float:
         return (self._clock() - (request.first_enqueued_at or self._clock())).total_seconds()
@@ -93,7 +100,7 @@ class HuntEndings:
                   reason: str, delay: float) -> Outcome:
         """Enqueue the copy; a copy the queue would refuse (over 64 KiB with the relay's fields) fails the hunt
         once, clearly, instead of failing the handler until the message is poisoned."""
-        size = len(text.encode("utf-8", "surrogatepass"))
+        size = _message_bytes(text)
         if size > MAX_MESSAGE_BYTES:
             return self.fail(message, request, sink, ErrorInfo(
                 "MessageTooLarge", f"the hunt had to go back on the queue ({reason}), but its copy with the relay's "
@@ -122,7 +129,7 @@ class HuntEndings:
                                   queue=self._settings.queue, message_id=message.message_id,
                                   dequeue_count=message.dequeue_count, now=now,
                                   first_enqueued_at=request.first_enqueued_at)
-        location = self._deliver_failure(sink, request.id, failed, best_effort=best_effort)
+        location = self._deliver_failure(sink, request.id, failed, best_effort=best_effort, request=request)
         return Outcome(request.id, "failed", error.code, request.api, location=location)
 
     def reject(self, message: MessageInfo, error: InvalidHuntRequest,
@@ -144,10 +151,20 @@ class HuntEndings:
         return Outcome(key, "rejected", str(error), location=location)
 
     def _deliver_failure(self, sink: FailureSink | None, job_id: str, failed: dict[str, Any], *,
-                         best_effort: bool = False) -> str | None:
+                         best_effort: bool = False, request: HuntRequest | None = None) -> str | None:
+        """Where the failure envelope went; None when it did not (the dead-letter record holds it) or when it
+        waits for a delivery-only retry."""
         if sink is None:
             return None
         try:
+            if request is not None and self._pending is not None and isinstance(sink, Resendable):
+                body = sink.prepare_failure(job_id, failed)
+                try:
+                    sink.send(job_id, body)
+                except DeliveryRetryable as error:
+                    self._retry_failure_delivery(request, body, error)
+                    return None
+                return sink.location
             return sink.deliver_failure(job_id, failed).location
         except (DeliveryRefused, DeliveryRetryable) as error:
             # The dead-letter record still holds the failure; the destination could not take it.
@@ -159,6 +176,32 @@ class HuntEndings:
             logger.warning("hunt %s: the failure envelope could not be written (%s); the dead-letter record holds it",
                            job_id, type(error).__name__)
             return None
+
+
+    def _retry_failure_delivery(self, request: HuntRequest, body: bytes, error: DeliveryRetryable) -> None:
+        """Keeps the failure envelope and enqueues a delivery-only copy, within the hunt's own limits: a hunt that
+        gave up for having no attempts or age left has none left for this either (its dead-letter record stays
+        the answer)."""
+        assert self._pending is not None
+        delay = error.retry_after
+        if delay is None:
+            delay = transient_delay(request.attempt, rand=self._rand,
+                                    max_delay=self.remaining_lifetime(request)).seconds
+        copy = request.delivery_only().next_attempt(str(error)).to_message()
+        out_of_limits = (request.attempt >= self._settings.max_attempts
+                         or self.age(request) + delay >= self._settings.max_age_seconds)
+        if out_of_limits or _message_bytes(copy) > MAX_MESSAGE_BYTES:
+            logger.warning("hunt %s: the destination did not take the failure envelope (%s) and the hunt has no "
+                           "retry left; the dead-letter record holds it", request.id, error)
+            return
+        self._pending.keep(request, body, None)   # before the copy: a crash may duplicate, never lose
+        self._requeue(copy, math.ceil(delay))
+        logger.warning("hunt %s: the destination did not take the failure envelope (%s), delivery only in %.1f s",
+                       request.id, error, delay)
+
+
+def _message_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None]:

@@ -1,6 +1,7 @@
-"""Pending deliveries: the rendered body of a result whose destination answered "not now" (a webhook's 5xx or
-429, a queue that failed to take the message), kept so that the retry is a delivery only: the query is not run
-again and spends no quota.
+"""Pending deliveries: the rendered body of a result, or of a failure envelope, whose destination answered "not
+now" (a webhook's 5xx or 429, a queue that failed to take the message), kept so that the retry is a delivery
+only: the query is not run again and spends no quota. A sink that can do this is `Resendable`: it prepares the
+exact bytes once, then sends them (and sends them again).
 
     keep(request, body, rows)   before the delivery-only copy is enqueued (a crash may duplicate, never lose)
     load(request)               Kept(body, rows) | Sent() | Unusable(reason)
@@ -22,13 +23,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.hunt_request import HuntRequest, pending_delivery_name
+from shared.hunting_client import ResultStream
 from shared.result_formats import ResultSummary
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,19 @@ class PreparedBody:
 
     body: bytes
     summary: ResultSummary | None
+
+
+@runtime_checkable
+class Resendable(Protocol):
+    """A sink whose delivery can be retried alone: the body is prepared once, then sent (and sent again)."""
+
+    @property
+    def location(self) -> str: ...
+    def prepare_result(self, request: HuntRequest, stream: ResultStream,
+                       clock: Callable[[], datetime]) -> PreparedBody: ...
+    def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes: ...
+    def send(self, job_id: str, body: bytes) -> None: ...
+    def renewed(self, body: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ portable worker.
       -> classify -> deliver | re-enqueue with a delay | fail (failure envelope + dead-letter record)
 
 A destination that answers "not now" to a result (a webhook's 5xx or 429, a queue that did not take the message)
-gets a delivery-only retry: the rendered body is kept (shared.pending_deliveries) and only then a copy marked
-`pending_delivery` is enqueued, after the destination's Retry-After or else the transient backoff. Such a copy
-skips the gate and the API: it sends the kept body again to the hunt's own destination (same `webhook-id`, signed
-afresh). The limits (HUNT_MAX_ATTEMPTS, HUNT_MAX_AGE) and a 410 end it with a dead-letter record naming the kept
-body (no failure envelope to a destination that refuses); a missing body ends it with a failure.
+gets a delivery-only retry (and so does a failure envelope: shared.outcomes): the rendered body is kept
+(shared.pending_deliveries) and only then a copy marked `pending_delivery` is enqueued, after the destination's
+Retry-After or else the transient backoff. Such a copy skips the gate and the API: it sends the kept body again to
+the hunt's own destination (same `webhook-id`, signed afresh). The limits (HUNT_MAX_ATTEMPTS, HUNT_MAX_AGE) and a
+410 end it with a dead-letter record naming the kept body (no failure envelope to a destination that refuses); a
+missing body ends it with a failure.
 
 Every path ends in an Outcome value (shared.outcomes) and the queue message can then be completed: a message that
 can never succeed is answered once (dead letter, and a failed envelope where a destination resolves), never thrown
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from shared.apis import APIS
 from shared.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
@@ -32,7 +33,7 @@ from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
 from shared.hunt_request import HuntRequest, decode_hunt_request
 from shared.hunting_client import ApiReply, ApiResult, ResultStream, StreamBroken, TransportFailure
 from shared.outcomes import HuntEndings, MessageInfo, Outcome
-from shared.pending_deliveries import Kept, PendingDeliveries, PreparedBody, Sent
+from shared.pending_deliveries import Kept, PendingDeliveries, PreparedBody, Resendable, Sent
 from shared.quota_gate import Admit, Wait
 from shared.result_formats import ResultSummary
 from shared.settings import Settings
@@ -53,18 +54,6 @@ class Sink(Protocol):
     def deliver_result(self, request: HuntRequest, stream: ResultStream,
                        clock: Callable[[], datetime]) -> Delivery: ...
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> Delivery: ...
-
-
-@runtime_checkable
-class Resendable(Protocol):
-    """A sink whose delivery can be retried alone: the body is prepared once, then sent (and sent again)."""
-
-    @property
-    def location(self) -> str: ...
-    def prepare_result(self, request: HuntRequest, stream: ResultStream,
-                       clock: Callable[[], datetime]) -> PreparedBody: ...
-    def send(self, job_id: str, body: bytes) -> None: ...
-    def renewed(self, body: bytes) -> bytes: ...
 
 
 class Gate(Protocol):
@@ -92,7 +81,8 @@ class HuntProcessor:
         self._clock = clock
         self._rand = rand
         self._pending = pending   # None: no delivery-only retries; a result not taken re-runs the hunt
-        self._end = HuntEndings(settings=settings, dead_letters=dead_letters, requeue=requeue, clock=clock)
+        self._end = HuntEndings(settings=settings, dead_letters=dead_letters, requeue=requeue, clock=clock,
+                                rand=rand, pending=pending)
 
     def _decode(self, message: MessageInfo) -> HuntRequest:
         return decode_hunt_request(message.raw, message_id=message.message_id, default_api=self._settings.api,

@@ -73,8 +73,11 @@ class QueueSink:
         return PreparedBody(fit_envelope(link_envelope(rendered), self._max_bytes), rendered.summary)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> QueueDelivery:
-        self.send(job_id, fit_envelope(failed_envelope, self._max_bytes))
+        self.send(job_id, self.prepare_failure(job_id, failed_envelope))
         return QueueDelivery(self.location, None)
+
+    def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes:
+        return fit_envelope(failed_envelope, self._max_bytes)
 
     def renewed(self, body: bytes) -> bytes:
         """A kept body made ready to send again: a link in it is signed afresh."""

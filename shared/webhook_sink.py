@@ -89,8 +89,11 @@ class WebhookSink:
         return PreparedBody(body, rendered.summary)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> WebhookDelivery:
-        self.send(job_id, json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8"))
+        self.send(job_id, self.prepare_failure(job_id, failed_envelope))
         return WebhookDelivery(self.location, None)
+
+    def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes:
+        return json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8")
 
     def renewed(self, body: bytes) -> bytes:
         """A kept body made ready to send again: a link in it is signed afresh."""

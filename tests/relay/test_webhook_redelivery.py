@@ -264,3 +264,43 @@ def test_a_delivery_only_retry_signs_a_fresh_link_to_a_result_too_big_for_the_we
     linked = requests.get(second["results_url"], timeout=30)
     assert linked.status_code == 200 and json.loads(linked.content)["row_count"] == 50
     assert relay_stack.sandbox.counters.calls_to(API) == 1
+
+
+def test_a_failure_envelope_the_webhook_did_not_take_is_delivered_again_without_running_the_query_again(
+        relay_stack: RelayStack, webhook_receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch):
+    secret = new_secret()
+    relay = relay_stack.make(**webhooks(relay_stack, secret, hook=webhook_receiver.url + "/hook"))
+    asked = count_gate_admissions(relay, monkeypatch)
+    webhook_receiver.replies = [503, 200]
+    webhook_receiver.reply_headers = {"Retry-After": "1"}
+    job = "failure-503-" + uuid.uuid4().hex[:8]
+    relay.hunt_queue.send_message(json.dumps({"id": job, "query": "DeviceInfo | wherex", "api": API}))
+    stats = drain(relay)
+    assert [(o.status, o.detail) for o in stats.outcomes] == [("failed", "QueryError"),
+                                                               ("delivered", "delivery-only retry")]
+    assert relay_stack.sandbox.counters.calls_to(API) == 1 and asked == [API]   # the query ran once
+    first, second = webhook_receiver.requests
+    assert first.body == second.body and first.header("webhook-id") == second.header("webhook-id")
+    failure = json.loads(second.body)
+    assert (failure["id"], failure["status"], failure["error"]["code"]) == (job, "failed", "QueryError")
+    for request in (first, second):
+        Webhook(secret).verify(request.body, request.headers)
+    [record] = relay_stack.dead_letters()   # written once, before the first try: it holds the failure meanwhile
+    assert (record["reason"], record["error"]["code"]) == ("QueryError", "QueryError")
+    assert pending_body(relay, job) == b""
+
+
+def test_a_failure_envelope_of_a_hunt_with_no_attempt_left_is_not_retried(
+        relay_stack: RelayStack, webhook_receiver: WebhookReceiver):
+    relay = relay_stack.make(HUNT_MAX_ATTEMPTS="1",
+                             **webhooks(relay_stack, new_secret(), hook=webhook_receiver.url + "/hook"))
+    webhook_receiver.replies = [503, 200]
+    job = "failure-last-" + uuid.uuid4().hex[:8]
+    relay.hunt_queue.send_message(json.dumps({"id": job, "query": "DeviceInfo | wherex", "api": API}))
+    stats = drain(relay)
+    assert [o.status for o in stats.outcomes] == ["failed"]
+    assert len(webhook_receiver.requests) == 1
+    [record] = relay_stack.dead_letters()   # the answer that stays
+    assert record["reason"] == "QueryError"
+    assert pending_blobs(relay_stack) == []
+    assert relay.hunt_queue.get_queue_properties().approximate_message_count == 0
