@@ -177,7 +177,6 @@ class HuntEndings:
                            job_id, type(error).__name__)
             return None
 
-
     def _retry_failure_delivery(self, request: HuntRequest, body: bytes, error: DeliveryRetryable) -> None:
         """Keeps the failure envelope and enqueues a delivery-only copy, within the hunt's own limits: a hunt that
         gave up for having no attempts or age left has none left for this either (its dead-letter record stays
