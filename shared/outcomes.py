@@ -85,11 +85,23 @@ class HuntEndings:
     def remaining_lifetime(self, request: HuntRequest) -> float:
         return max(0.0, self._settings.max_age_seconds - self.age(request))
 
+    def out_of_retries(self, request: HuntRequest, delay: float) -> bool:
+        """HUNT_MAX_ATTEMPTS reached, or HUNT_MAX_AGE passed by the time a copy delayed `delay` s would run."""
+        return request.attempt >= self._settings.max_attempts or \
+            self.age(request) + delay >= self._settings.max_age_seconds
+
+    def delivery_delay(self, request: HuntRequest, retry_after: float | None) -> float:
+        """Before a delivery-only retry: the destination's Retry-After when it gave one, else the transient
+        backoff."""
+        if retry_after is not None:
+            return retry_after
+        return transient_delay(request.attempt, rand=self._rand, max_delay=self.remaining_lifetime(request)).seconds
+
     def requeue_or_give_up(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, reason: str,
                            delay: float, *, copy: HuntRequest | None = None, hint: str | None = None) -> Outcome:
         """`copy` (default: the request itself) goes back with attempt + 1; `hint` joins a GaveUp error."""
         age = self.age(request)
-        if request.attempt >= self._settings.max_attempts or age + delay >= self._settings.max_age_seconds:
+        if self.out_of_retries(request, delay):
             error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                         f"last error: {reason}", hint=hint)
             return self.fail(message, request, sink, error)
@@ -182,14 +194,9 @@ class HuntEndings:
         gave up for having no attempts or age left has none left for this either (its dead-letter record stays
         the answer)."""
         assert self._pending is not None
-        delay = error.retry_after
-        if delay is None:
-            delay = transient_delay(request.attempt, rand=self._rand,
-                                    max_delay=self.remaining_lifetime(request)).seconds
+        delay = self.delivery_delay(request, error.retry_after)
         copy = request.delivery_only().next_attempt(str(error)).to_message()
-        out_of_limits = (request.attempt >= self._settings.max_attempts
-                         or self.age(request) + delay >= self._settings.max_age_seconds)
-        if out_of_limits or _message_bytes(copy) > MAX_MESSAGE_BYTES:
+        if self.out_of_retries(request, delay) or _message_bytes(copy) > MAX_MESSAGE_BYTES:
             logger.warning("hunt %s: the destination did not take the failure envelope (%s) and the hunt has no "
                            "retry left; the dead-letter record holds it", request.id, error)
             return

@@ -231,12 +231,10 @@ class HuntProcessor:
     def _retry_delivery(self, message: MessageInfo, request: HuntRequest, reason: str,
                         retry_after: float | None) -> Outcome:
         """The destination's Retry-After when it gave one, else the transient backoff; then the usual limits."""
-        if retry_after is None:
-            retry_after = transient_delay(request.attempt, rand=self._rand,
-                                          max_delay=self._end.remaining_lifetime(request)).seconds
+        delay = self._end.delivery_delay(request, retry_after)
         logger.warning("hunt %s: the destination did not take the result (%s), delivery only in %.1f s",
-                       request.id, reason, retry_after)
-        return self._end.requeue_or_give_up(message, request, None, reason, retry_after,
+                       request.id, reason, delay)
+        return self._end.requeue_or_give_up(message, request, None, reason, delay,
                                             copy=request.delivery_only(), hint=self._kept_hint(request))
 
     def _kept_hint(self, request: HuntRequest) -> str | None:
