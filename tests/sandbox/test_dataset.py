@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import duckdb_kql
 import pytest
 
-from sandbox import dataset
+from sandbox import dataset, dataset_catalog, dataset_sql
 
 ANCHOR = datetime(2025, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
 REQUIRED_TABLES = {"DeviceProcessEvents", "DeviceNetworkEvents", "DeviceFileEvents", "DeviceLogonEvents",
                    "DeviceRegistryEvents", "DeviceEvents", "DeviceInfo", "AlertInfo", "AlertEvidence", "EmailEvents",
                    "IdentityLogonEvents"}
+DATA_FILE = Path(dataset.__file__).with_name("dataset.toml")
+
+
+def _data_file_tables() -> dict[str, list[tuple[str, str]]]:
+    """The tables as dataset.toml itself says, read here rather than through the module under test."""
+    with DATA_FILE.open("rb") as file:
+        return {table: list(columns.items()) for table, columns in tomllib.load(file)["tables"].items()}
 
 
 def _loaded(rows: int, seed: int, anchor: datetime = ANCHOR) -> duckdb.DuckDBPyConnection:
@@ -77,6 +89,44 @@ def test_each_table_stores_its_columns_in_schema_order_with_the_matching_duckdb_
         described = con.execute(f'DESCRIBE "{table}"').fetchall()
         assert [(row[0], row[1]) for row in described] == [
             (name, dataset.SQL_TYPES[kusto]) for name, kusto in columns], table
+
+
+def test_every_table_of_the_data_file_is_generated_with_its_columns_and_types_in_that_order(
+        con: duckdb.DuckDBPyConnection) -> None:
+    declared = _data_file_tables()
+    assert set(declared) >= REQUIRED_TABLES
+    assert dataset.schema() == declared
+    assert list(dataset.schema()) == list(declared)  # dict equality ignores the order hunting.py lists tables in
+    generated = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert generated == set(declared)  # nothing more either: the lk.* lookups are dropped after loading
+    for table, columns in declared.items():
+        described = [(row[0], row[1]) for row in con.execute(f'DESCRIBE "{table}"').fetchall()]
+        assert described == [(name, dataset.SQL_TYPES[kusto]) for name, kusto in columns], table
+
+
+def test_every_table_spec_is_a_table_of_the_data_file_and_sets_only_its_columns() -> None:
+    declared = _data_file_tables()
+    assert sorted(spec.name for spec in dataset.TABLES) == sorted(declared)
+    for spec in dataset.TABLES:
+        # A misspelt column here would be silently ignored, the column getting COMMON's SQL or failing to load
+        assert set(spec.exprs) <= {name for name, _ in declared[spec.name]}, spec.name
+
+
+def test_a_data_file_column_without_sql_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = next(spec for spec in dataset.TABLES if spec.name == "AlertInfo")
+    monkeypatch.setitem(dataset_sql.SCHEMA, "AlertInfo", [*dataset.schema()["AlertInfo"], ("NewColumn", "string")])
+    with pytest.raises(ValueError, match="NewColumn"):
+        dataset_sql.table_sql(spec, 1_000, 7, ANCHOR.replace(tzinfo=None), "main")
+
+
+def test_the_data_file_is_found_next_to_the_module_whatever_the_working_directory(tmp_path: Path) -> None:
+    assert dataset_catalog.DATA_FILE == DATA_FILE
+    root = str(Path(dataset.__file__).parents[1])
+    environment = {**os.environ, "PYTHONPATH": root}
+    script = "from sandbox import dataset; print(len(dataset.schema()))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, check=True, timeout=60)
+    assert result.stdout.strip() == str(len(_data_file_tables()))
 
 
 def test_device_process_events_begins_with_the_documented_columns() -> None:
