@@ -114,6 +114,9 @@ var functionAppName = 'func-hunt-relay-${resourceToken}'
 var deploymentContainerName = 'app-package'
 var hostContainerNames = ['azure-webjobs-hosts', 'azure-webjobs-secrets', deploymentContainerName]
 var dataContainerNames = union([resultsContainerName, deadLetterContainerName], blobDestinationContainers)
+// The relay's own state (the key that marks its queue copies): the relay's identity only, never the deployer's reader.
+var stateContainerName = 'hunt-relay-state'
+
 var queueNames = [queueName, '${queueName}-poison']
 var useKeyVault = enableKeyVault || authMode == 'client_secret' || !empty(webhookSecretSettings)
 var keyVaultName = 'kv-${resourceToken}'
@@ -144,7 +147,7 @@ module storage 'app/storage.bicep' = {
     location: location
     tags: tags
     queueNames: union(queueNames, destinationQueueNames)
-    containerNames: union(hostContainerNames, dataContainerNames)
+    containerNames: union(hostContainerNames, dataContainerNames, [stateContainerName])
     tableNames: [gateTableName]
     retention: union(
       resultRetentionDays > 0 ? [{ container: resultsContainerName, days: resultRetentionDays }] : [],
@@ -186,6 +189,7 @@ module rbac 'app/rbac.bicep' = {
     destinationQueueNames: destinationQueueNames
     hostContainerNames: hostContainerNames
     dataContainerNames: dataContainerNames
+    stateContainerName: stateContainerName
     gateTableName: gateTableName
     hostStorageRoleScope: hostStorageRoleScope
     enableResultLinks: enableResultLinks

@@ -11,7 +11,6 @@ smaller than one block is written by one create-only Put Blob instead.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 import uuid
@@ -27,6 +26,7 @@ from shared import envelope
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
 from shared.result_formats import CONTENT_TYPES, GzipWriter, ResultSummary, blob_metadata, file_name, render
+from shared.strict_json import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class StagedBlobWriter:
 
 
 def write_json_create_only(blob: BlobClient, document: dict[str, Any]) -> bool:
-    data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+    data = dumps(document)
     try:
         blob.upload_blob(data, overwrite=False, content_settings=ContentSettings(content_type="application/json"))
     except ResourceExistsError:

@@ -2,13 +2,17 @@
 
 Records are JSON blobs in the dead-letter container, named `<yyyy>/<mm>/<dd>/<key>.json` where the key is the job
 id when known, else the queue message id; written create-only, so a redelivered message does not duplicate its
-record.
+record. A key that is not a safe blob name (a message id the relay did not make) is replaced by `msg-` and a hash
+of it; the record still holds the message id itself. The raw message is kept as text when it is UTF-8, else as
+base64.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +22,15 @@ from shared.blob_sink import write_json_create_only
 from shared.envelope import iso
 
 logger = logging.getLogger(__name__)
+
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}(\.[A-Za-z0-9_-]{1,64}){0,2}")
+
+
+def safe_key(key: str) -> str:
+    """The key as it may stand in a blob name: itself when safe, else a hash of it."""
+    if _SAFE_KEY.fullmatch(key):
+        return key
+    return "msg-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class DeadLetters:
@@ -41,6 +54,7 @@ class DeadLetters:
             "dead_lettered_at": iso(now),
             "message": raw_field,
         }
-        name = f"{now:%Y/%m/%d}/{key}.json"
-        write_json_create_only(self._container.get_blob_client(name), record)
+        name = f"{now:%Y/%m/%d}/{safe_key(key)}.json"
+        if not write_json_create_only(self._container.get_blob_client(name), record):
+            logger.info("dead letter %s existed already; kept the first record", name)
         return f"{self._container.container_name}/{name}"

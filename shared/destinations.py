@@ -28,13 +28,15 @@ def resolve_destination(name: str | None, settings: Settings) -> Target:
     if name in settings.destinations:
         return Target(settings.destinations[name], inline=False)
     if name.lower().startswith(("https://", "http://")):
-        parts = urlsplit(name)
-        host = (parts.hostname or "").lower()
+        try:
+            host = (urlsplit(name).hostname or "").lower()
+        except ValueError:   # e.g. "https://[not-an-address]/"
+            raise DeliveryRefused("the inline webhook URL cannot be parsed") from None
         if not settings.webhook_allowed_hosts:
             raise DeliveryRefused("inline webhook URLs are not enabled: name a configured destination, or list the "
                                   "host in HUNT_WEBHOOK_ALLOWED_HOSTS")
         if not host_is_allowed(host, settings.webhook_allowed_hosts):
             raise DeliveryRefused(f"inline webhook host {host!r} is not in HUNT_WEBHOOK_ALLOWED_HOSTS")
-        return Target(Destination("inline", "webhook", url=name), inline=True)
+        return Target(Destination("inline", "webhook", url=name, secrets=settings.inline_webhook_secrets), inline=True)
     known = ", ".join(sorted(settings.destinations)) or "none"
     raise DeliveryRefused(f"unknown destination {name[:64]!r}: configured destinations are {known}")

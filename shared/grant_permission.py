@@ -49,7 +49,7 @@ REQUIRED_RIGHTS = (
     "(admin-consented), or, signed in as a user, the Privileged Role Administrator role (Cloud Application "
     "Administrator or Application Administrator also suffice for APIs other than Microsoft Graph)."
 )
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")  # with fullmatch
 _TIMEOUT = 30.0
 
 
@@ -187,7 +187,7 @@ def grant_permission(principal_id: str, api: str, *, credential: TokenCredential
     """Gives `principal_id` (a service principal's object id) the application role `api` needs."""
     if api not in APIS:
         raise GrantError(f"unknown API {api!r}: use one of {', '.join(API_NAMES)}")
-    if not _GUID.match(principal_id):
+    if not _GUID.fullmatch(principal_id):
         raise PrincipalNotFound(f"{principal_id!r} is not an object id: give the identity's principal id, a GUID")
     spec = APIS[api]
     scope = GRAPH_URLS[cloud] + "/.default"

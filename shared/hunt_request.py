@@ -6,15 +6,20 @@ are passed in. Every rejection is an `InvalidHuntRequest` naming the field and w
 shipped in schemas/hunt-request.v1.schema.json describes the same contract; a test keeps the two in agreement.
 
 `attempt`, `first_enqueued_at`, `last_error` and `pending_delivery` are kept by the relay on the copies it puts
-back on the queue. `pending_delivery` marks a delivery-only retry (shared.pending_deliveries): it may only name the
-relay's own stored body for that job id, `pending/<id>.delivery.json`, so a producer cannot point the relay at
-another blob; the schema checks its shape, the parser also that it matches the id.
+back on the queue, under the relay's mark (shared.relay_mark): without a valid mark they are dropped and the
+message is a fresh hunt (`HuntRequest.dropped` names what was dropped). Decoding is strict (shared.strict_json):
+huge integers, overflowing numbers, NaN/Infinity, lone surrogates and duplicate keys are refused, naming the field.
+Names (the id, a template) must match their pattern whole: no trailing newline. `pending_delivery` marks a
+delivery-only retry (shared.pending_deliveries): it may only name the relay's own stored body for that job id,
+`pending/<id>.delivery.json`, so a producer cannot point the relay at another blob; the schema checks its shape,
+the parser also that it matches the id.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -24,6 +29,8 @@ from typing import Any, Literal, cast
 
 from shared.apis import API_NAMES, Api
 from shared.errors import InvalidHuntRequest
+from shared.relay_mark import MARK_FIELD, MessageMark, canonical, unmarked_relay_fields
+from shared.strict_json import JsonRefused, dumps_text, loads_object
 
 Format = Literal["json", "ndjson", "csv"]
 FORMATS = ("json", "ndjson", "csv")
@@ -33,14 +40,15 @@ MAX_QUERY_BYTES = 60 * 1024
 MAX_CONTEXT_BYTES = 8 * 1024
 MAX_DESTINATION_CHARS = 2048
 MAX_NESTING = 32
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-TEMPLATE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Used with fullmatch only: "$" would match before a final newline.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+TEMPLATE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _TIMESPAN = re.compile(
-    r"^(P[0-9TYMWDHS.]+|\d{4}-\d{2}-\d{2}[0-9T:.Z+-]*)(/(P[0-9TYMWDHS.]+|\d{4}-\d{2}-\d{2}[0-9T:.Z+-]*))?$")
+    r"(P[0-9TYMWDHS.]+|\d{4}-\d{2}-\d{2}[0-9T:.Z+-]*)(/(P[0-9TYMWDHS.]+|\d{4}-\d{2}-\d{2}[0-9T:.Z+-]*))?")
 PENDING_PREFIX = "pending/"
 PENDING_SUFFIX = ".delivery.json"   # ids hold no '.', so no blob sink result name (<prefix><id>.json) can match
 _KNOWN = {"query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
-          "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery"}
+          "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", MARK_FIELD}
 
 
 def pending_delivery_name(job_id: str) -> str:
@@ -63,6 +71,14 @@ class HuntRequest:
     first_enqueued_at: datetime | None = None
     last_error: str | None = None
     pending_delivery: str | None = None
+    dropped: tuple[str, ...] = ()   # relay-kept fields the message carried without a valid mark (never sent on)
+
+    def digest(self) -> str:
+        """What makes two messages the same request: a SHA-256 of everything but the relay's own fields."""
+        identity = {"id": self.id, "api": self.api, "query": self.query, "template": self.template,
+                    "parameters": dict(self.parameters), "destination": self.destination, "format": self.format,
+                    "timespan": self.timespan, "context": dict(self.context)}
+        return hashlib.sha256(canonical(identity)).hexdigest()
 
     def next_attempt(self, last_error: str) -> HuntRequest:
         """The copy that goes back on the queue: one more attempt, the same id and first-enqueued time."""
@@ -72,7 +88,9 @@ class HuntRequest:
         """This hunt marked as a delivery-only retry: its body is stored, the query is not run again."""
         return replace(self, pending_delivery=pending_delivery_name(self.id))
 
-    def to_message(self) -> str:
+    def to_message(self, mark: MessageMark | None) -> str:
+        """The queue copy, marked as the relay's own (unmarked without a key: its relay fields are then dropped by
+        whoever reads it)."""
         body: dict[str, Any] = {"version": 1, "id": self.id, "api": self.api, "format": self.format}
         if self.query is not None:
             body["query"] = self.query
@@ -87,23 +105,34 @@ class HuntRequest:
         body["attempt"] = self.attempt
         if self.first_enqueued_at is not None:
             body["first_enqueued_at"] = self.first_enqueued_at.isoformat()
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        if "last_error" in body and len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        text = _marked(body, mark)
+        if "last_error" in body and len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
             # The last error is a convenience (logs and the failure envelope keep errors): drop it to fit.
             del body["last_error"]
-            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+            text = _marked(body, mark)
         return text
 
 
-def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, now: datetime) -> HuntRequest:
-    """Plain or base64 JSON -> a validated HuntRequest, or InvalidHuntRequest naming what is wrong."""
+def _marked(body: dict[str, Any], mark: MessageMark | None) -> str:
+    if mark is not None:
+        body = {**body, MARK_FIELD: mark.sign(body)}
+    return dumps_text(body)
+
+
+def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, now: datetime,
+                        mark: MessageMark | None = None) -> HuntRequest:
+    """Plain or base64 JSON -> a validated HuntRequest, or InvalidHuntRequest naming what is wrong. Relay-kept
+    fields count only under a valid `mark` (None: no message is the relay's own)."""
     body = message_json(raw)
+    dropped = unmarked_relay_fields(body, mark)
+    for name in dropped:
+        del body[name]
     unknown = sorted(set(body) - _KNOWN)
     if unknown:
         raise InvalidHuntRequest(unknown[0], f"unknown field; allowed fields are {', '.join(sorted(_KNOWN))}")
     query = _query(body)
     template = _optional_str(body, "template")
-    if template is not None and not TEMPLATE_PATTERN.match(template):
+    if template is not None and not TEMPLATE_PATTERN.fullmatch(template):
         raise InvalidHuntRequest("template", "must be a template name of letters, digits, - and _")
     if (query is None) == (template is None):
         raise InvalidHuntRequest("query", "give exactly one of 'query' (KQL text) or 'template' (a template name)")
@@ -120,7 +149,7 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
         if api != "graph":
             raise InvalidHuntRequest("timespan", "is only supported with api 'graph' (mde and m365d take the time "
                                      "range inside the query, e.g. '| where Timestamp > ago(7d)')")
-        if not _TIMESPAN.match(timespan):
+        if not _TIMESPAN.fullmatch(timespan):
             raise InvalidHuntRequest("timespan", "must be an ISO 8601 duration (P7D) or interval (start/end)")
     fmt = body.get("format", "json")
     if fmt not in FORMATS:
@@ -131,10 +160,10 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
     context = body.get("context", {})
     if not isinstance(context, dict):
         raise InvalidHuntRequest("context", "must be a JSON object (it is echoed back untouched)")
-    if len(json.dumps(context, ensure_ascii=False).encode()) > MAX_CONTEXT_BYTES:
+    if len(dumps_text(context).encode("utf-8")) > MAX_CONTEXT_BYTES:
         raise InvalidHuntRequest("context", f"is larger than {MAX_CONTEXT_BYTES} bytes as JSON; keep it to ids")
     job_id = body.get("id", message_id)
-    if not isinstance(job_id, str) or not ID_PATTERN.match(job_id):
+    if not isinstance(job_id, str) or not ID_PATTERN.fullmatch(job_id):
         raise InvalidHuntRequest("id", "must be 1-128 characters: letters, digits, - and _, starting with a letter "
                                  "or digit")
     attempt = body.get("attempt", 1)
@@ -149,13 +178,17 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
             raise InvalidHuntRequest("first_enqueued_at", "is kept by the relay: an ISO 8601 time") from None
         if first_at.tzinfo is None:
             raise InvalidHuntRequest("first_enqueued_at", "must carry a time zone")
+        try:
+            first_at.astimezone(now.tzinfo)
+        except OverflowError:
+            raise InvalidHuntRequest("first_enqueued_at", "is out of range") from None
     last_error = body.get("last_error")
     pending = _pending_delivery(body, job_id)
     return HuntRequest(
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
         first_enqueued_at=first_at, last_error=str(last_error)[:500] if last_error is not None else None,
-        pending_delivery=pending,
+        pending_delivery=pending, dropped=tuple(dropped),
     )
 
 
@@ -185,13 +218,10 @@ def _text_of(raw: str | bytes) -> str:
 def _json_object(text: str) -> dict[str, Any]:
     _check_nesting(text)
     try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        where = f" at character {error.pos}" if isinstance(error, json.JSONDecodeError) else ""
-        raise InvalidHuntRequest("", f"the message is not valid JSON{where}") from None
-    if not isinstance(body, dict):
-        raise InvalidHuntRequest("", "the message must be a JSON object")
-    return body
+        return loads_object(text)
+    except JsonRefused as refused:
+        raise InvalidHuntRequest(refused.path, refused.reason if refused.path else "the message " + refused.reason
+                                 ) from None
 
 
 def _check_nesting(text: str) -> None:
@@ -224,10 +254,8 @@ def _query(body: Mapping[str, Any]) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise InvalidHuntRequest("query", "must be non-empty KQL text")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_QUERY_BYTES:
+    if len(value.encode("utf-8")) > MAX_QUERY_BYTES:   # strict decoding refused lone surrogates
         raise InvalidHuntRequest("query", f"is longer than {MAX_QUERY_BYTES} bytes")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise InvalidHuntRequest("query", "contains an unpaired UTF-16 surrogate")
     return value
 
 

@@ -17,7 +17,6 @@ Exceptions escape only when storage itself fails (the host then retries the mess
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -32,8 +31,10 @@ from shared.classify import ErrorInfo
 from shared.dead_letters import DeadLetters
 from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
 from shared.hunt_request import ID_PATTERN, MAX_CONTEXT_BYTES, MAX_MESSAGE_BYTES, HuntRequest, message_json
-from shared.pending_deliveries import PendingDeliveries, Resendable
+from shared.pending_deliveries import PendingConflict, PendingDeliveries, Resendable
+from shared.relay_mark import MessageMark
 from shared.settings import Settings
+from shared.strict_json import dumps
 from shared.throttling import transient_delay
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ class FailureSink(Protocol):
 
 class HuntEndings:
     def __init__(self, *, settings: Settings, dead_letters: DeadLetters, requeue: Callable[[str, int], None],
-                 clock: Callable[[], datetime], rand: Callable[[], float],
+                 clock: Callable[[], datetime], rand: Callable[[], float], mark: MessageMark | None,
                  pending: PendingDeliveries | None = None) -> None:
         self._settings = settings
+        self._mark = mark
         self._dead_letters = dead_letters
         self._requeue = requeue
         self._clock = clock
@@ -105,8 +107,8 @@ class HuntEndings:
             error = ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                         f"last error: {reason}", hint=hint)
             return self.fail(message, request, sink, error)
-        return self._put_back(message, request, sink, (copy or request).next_attempt(reason).to_message(), reason,
-                              delay)
+        text = (copy or request).next_attempt(reason).to_message(self._mark)
+        return self._put_back(message, request, sink, text, reason, delay)
 
     def _put_back(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, text: str,
                   reason: str, delay: float) -> Outcome:
@@ -129,20 +131,32 @@ class HuntEndings:
                                         f"last error: {reason}")
             return self.fail(message, request, sink, error)
         logger.info("hunt %s: %s, back in %.1f s", request.id, reason, delay)
-        return self._put_back(message, request, sink, request.to_message(), reason, delay)
+        return self._put_back(message, request, sink, request.to_message(self._mark), reason, delay)
 
     def fail(self, message: MessageInfo, request: HuntRequest, sink: FailureSink | None, error: ErrorInfo, *,
-             best_effort: bool = False) -> Outcome:
+             best_effort: bool = False, record_key: str | None = None) -> Outcome:
+        """`record_key` (default: the job id) names the dead-letter record: another request under a job's id
+        records its failure apart, so that the job's own record stays free."""
         now = self._clock()
         logger.warning("hunt %s: failed (%s)", request.id, error.code)
         failed = envelope.failure(request, error, completed_at=now)
         # The record first: it must exist even when the destination itself is what keeps failing (poison).
-        self._dead_letters.record(key=request.id, raw=message.raw, reason=error.code, error=error.as_dict(),
+        self._dead_letters.record(key=record_key or request.id, raw=message.raw, reason=error.code,
+                                  error=error.as_dict(),
                                   queue=self._settings.queue, message_id=message.message_id,
                                   dequeue_count=message.dequeue_count, now=now,
                                   first_enqueued_at=request.first_enqueued_at)
         location = self._deliver_failure(sink, request.id, failed, best_effort=best_effort, request=request)
         return Outcome(request.id, "failed", error.code, request.api, location=location)
+
+    def record_unreadable(self, message: MessageInfo, cause: str) -> Outcome:
+        """The last answer to a message nothing else could handle: its raw bytes in a dead-letter record."""
+        error = ErrorInfo("Unreadable", f"the message could not be handled ({cause}); its raw bytes are recorded",
+                          hint="check the relay's logs for this message id; send the hunt again once fixed")
+        self._dead_letters.record(key=message.message_id, raw=message.raw, reason=error.code, error=error.as_dict(),
+                                  queue=self._settings.queue, message_id=message.message_id,
+                                  dequeue_count=message.dequeue_count, now=self._clock())
+        return Outcome(message.message_id, "failed", error.code)
 
     def reject(self, message: MessageInfo, error: InvalidHuntRequest,
                sink_for: Callable[[str | None], FailureSink]) -> Outcome:
@@ -195,19 +209,24 @@ class HuntEndings:
         the answer)."""
         assert self._pending is not None
         delay = self.delivery_delay(request, error.retry_after)
-        copy = request.delivery_only().next_attempt(str(error)).to_message()
+        copy = request.delivery_only().next_attempt(str(error)).to_message(self._mark)
         if self.out_of_retries(request, delay) or _message_bytes(copy) > MAX_MESSAGE_BYTES:
             logger.warning("hunt %s: the destination did not take the failure envelope (%s) and the hunt has no "
                            "retry left; the dead-letter record holds it", request.id, error)
             return
-        self._pending.keep(request, body, None)   # before the copy: a crash may duplicate, never lose
+        try:
+            self._pending.keep(request, body, None)   # before the copy: a crash may duplicate, never lose
+        except PendingConflict:
+            logger.warning("hunt %s: another request under this job id waits for its delivery; the dead-letter "
+                           "record holds this failure", request.id)
+            return
         self._requeue(copy, math.ceil(delay))
         logger.warning("hunt %s: the destination did not take the failure envelope (%s), delivery only in %.1f s",
                        request.id, error, delay)
 
 
 def _message_bytes(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+    return len(text.encode("utf-8"))
 
 
 def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None]:
@@ -217,9 +236,9 @@ def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None]:
     except InvalidHuntRequest:
         return None, {}, None
     raw_id, raw_context, raw_destination = body.get("id"), body.get("context"), body.get("destination")
-    job_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.match(raw_id) else None
+    job_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.fullmatch(raw_id) else None
     context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
-    if len(json.dumps(context)) > MAX_CONTEXT_BYTES:
+    if len(dumps(context)) > MAX_CONTEXT_BYTES:
         context = {}
     destination = raw_destination if isinstance(raw_destination, str) else None
     return job_id, context, destination

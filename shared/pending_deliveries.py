@@ -11,8 +11,10 @@ exact bytes once, then sends them (and sends them again).
 
 One blob per job in the results container (HUNT_RESULTS_CONTAINER), named by
 `shared.hunt_request.pending_delivery_name`: `pending/<job id>.delivery.json`, the exact bytes that were POSTed
-(or sent). A later render of the same job overwrites it: both are the same job's result. The blob's metadata
-binds it to the hunt's destination (a SHA-256 of the message's `destination`, never the value itself: an inline
+(or sent). A later render of the same request overwrites it: both are the same job's result. A different request
+under the same job id (another query, destination or context: `HuntRequest.digest`) never does: while the first
+waits, `keep` raises PendingConflict and the first job's body stays. The blob's metadata binds it to the hunt's
+destination (a SHA-256 of the message's `destination`, never the value itself: an inline
 URL may carry a signature), so a message naming the same job id with another destination cannot have the body
 sent anywhere else; a body that is missing or bound elsewhere is Unusable, and the reason says no more than that.
 A body left behind by a hunt that gave up stays for the operator (the dead-letter record names it).
@@ -28,9 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.errors import HuntRelayError
 from shared.hunt_request import HuntRequest, pending_delivery_name
 from shared.hunting_client import ResultStream
 from shared.result_formats import ResultSummary
@@ -40,6 +44,11 @@ logger = logging.getLogger(__name__)
 _DESTINATION_KEY = "destination_sha256"
 _ROWS_KEY = "row_count"
 _SENT_KEY = "sent_at"
+_REQUEST_KEY = "request_sha256"
+
+
+class PendingConflict(HuntRelayError):
+    """Another request under the same job id waits for its delivery: its kept body is not replaced."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +103,35 @@ class PendingDeliveries:
         return f"{self._container.container_name}/{pending_delivery_name(request.id)}"
 
     def keep(self, request: HuntRequest, body: bytes, rows: int | None) -> str:
-        """Stores the body (overwriting an earlier render of the same job); storage errors propagate."""
-        metadata = {_DESTINATION_KEY: destination_digest(request)}
+        """Stores the body: create-only, or over an earlier render of the same request, or over the marker of a
+        delivery already made. PendingConflict when another request's body waits there; storage errors
+        propagate."""
+        metadata = {_DESTINATION_KEY: destination_digest(request), _REQUEST_KEY: request.digest()}
         if rows is not None:
             metadata[_ROWS_KEY] = str(rows)
-        self._container.get_blob_client(pending_delivery_name(request.id)).upload_blob(
-            body, overwrite=True, metadata=metadata,
-            content_settings=ContentSettings(content_type="application/json"))
+        blob = self._container.get_blob_client(pending_delivery_name(request.id))
+        settings = ContentSettings(content_type="application/json")
+        for _ in range(3):   # each round: create, or replace what was read unless it changed meanwhile
+            try:
+                blob.upload_blob(body, overwrite=False, metadata=metadata, content_settings=settings)
+                break
+            except ResourceExistsError:
+                pass
+            try:
+                properties = blob.get_blob_properties()
+            except ResourceNotFoundError:
+                continue
+            existing = properties.metadata or {}
+            if _SENT_KEY not in existing and existing.get(_REQUEST_KEY) != metadata[_REQUEST_KEY]:
+                raise PendingConflict(f"job {request.id}: another request under this id waits for its delivery")
+            try:
+                blob.upload_blob(body, overwrite=True, metadata=metadata, content_settings=settings,
+                                 etag=properties.etag, match_condition=MatchConditions.IfNotModified)
+                break
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        else:
+            raise PendingConflict(f"job {request.id}: its kept delivery kept changing while being written")
         logger.info("hunt %s: kept %s bytes for a delivery-only retry at %s", request.id, len(body),
                     self.location(request))
         return self.location(request)

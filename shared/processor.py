@@ -25,6 +25,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from azure.core.exceptions import AzureError
+
 from shared.apis import APIS
 from shared.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.dead_letters import DeadLetters
@@ -33,8 +35,9 @@ from shared.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
 from shared.hunt_request import HuntRequest, decode_hunt_request
 from shared.hunting_client import ApiReply, ApiResult, ResultStream, StreamBroken, TransportFailure
 from shared.outcomes import HuntEndings, MessageInfo, Outcome
-from shared.pending_deliveries import Kept, PendingDeliveries, PreparedBody, Resendable, Sent
+from shared.pending_deliveries import Kept, PendingConflict, PendingDeliveries, PreparedBody, Resendable, Sent
 from shared.quota_gate import Admit, Wait
+from shared.relay_mark import MessageMark
 from shared.result_formats import ResultSummary
 from shared.settings import Settings
 from shared.throttling import throttle_delay, transient_delay
@@ -71,9 +74,10 @@ class HuntProcessor:
     def __init__(self, *, settings: Settings, client: Runner, sink_for: Callable[[Target], Sink],
                  dead_letters: DeadLetters, requeue: Callable[[str, int], None], gate: Gate | None,
                  render_template: Callable[[str, dict[str, Any]], str] | None,
-                 clock: Callable[[], datetime], rand: Callable[[], float],
+                 clock: Callable[[], datetime], rand: Callable[[], float], mark: MessageMark | None = None,
                  pending: PendingDeliveries | None = None) -> None:
         self._settings = settings
+        self._mark = mark
         self._client = client
         self._sink_for = sink_for
         self._gate = gate
@@ -82,11 +86,11 @@ class HuntProcessor:
         self._rand = rand
         self._pending = pending   # None: no delivery-only retries; a result not taken re-runs the hunt
         self._end = HuntEndings(settings=settings, dead_letters=dead_letters, requeue=requeue, clock=clock,
-                                rand=rand, pending=pending)
+                                rand=rand, mark=mark, pending=pending)
 
     def _decode(self, message: MessageInfo) -> HuntRequest:
         return decode_hunt_request(message.raw, message_id=message.message_id, default_api=self._settings.api,
-                                   now=self._clock())
+                                   now=self._clock(), mark=self._mark)
 
     def _sink_named(self, destination: str | None) -> Sink:
         return self._sink_for(resolve_destination(destination, self._settings))
@@ -97,6 +101,9 @@ class HuntProcessor:
         except InvalidHuntRequest as error:
             return self._end.reject(message, error, self._sink_named)
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
+        if request.dropped:
+            logger.warning("hunt %s: the message set relay-kept fields without the relay's mark (%s); they were "
+                           "dropped and the hunt runs as a fresh one", request.id, ", ".join(request.dropped))
         try:
             sink = self._sink_named(request.destination)
         except DeliveryRefused as error:
@@ -137,7 +144,19 @@ class HuntProcessor:
         return Outcome(request.id, "delivered", "", request.api, rows, delivery.location)
 
     def process_poison(self, message: MessageInfo) -> Outcome:
-        """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it."""
+        """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it.
+        Only a storage failure escapes: whatever else goes wrong, the raw bytes are recorded and the message is
+        complete (a poison handler that raised would meet the same message again, forever)."""
+        try:
+            return self._process_poison(message)
+        except AzureError:
+            raise
+        except Exception as error:
+            logger.error("message %s: the poison handler failed (%s); recording the raw message", message.message_id,
+                         type(error).__name__)
+            return self._end.record_unreadable(message, type(error).__name__)
+
+    def _process_poison(self, message: MessageInfo) -> Outcome:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as invalid:
@@ -194,7 +213,14 @@ class HuntProcessor:
         try:
             sink.send(request.id, prepared.body)
         except DeliveryRetryable as error:
-            self._pending.keep(request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
+            try:
+                self._pending.keep(request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
+            except PendingConflict:
+                # The dead-letter record is this request's answer: its destination just refused to take anything.
+                return self._end.fail(message, request, None, ErrorInfo(
+                    "Conflict", f"another request under the job id {request.id} waits for its delivery; this one "
+                    "was not kept and the first is untouched", hint="give every distinct hunt its own id"),
+                    record_key=f"{request.id}.conflict.{request.digest()[:16]}")
             return self._retry_delivery(message, request, str(error), error.retry_after)
         logger.info("hunt %s: delivered %s rows to %s", request.id, rows, sink.location)
         return Outcome(request.id, "delivered", "", request.api, rows, sink.location)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from shared import envelope
 from shared.hunting_client import Column, ResultStream
+from shared.strict_json import dumps, dumps_text
 
 CONTENT_TYPES = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 EXTENSIONS = {"json": "json", "ndjson": "ndjson", "csv": "csv"}
@@ -67,19 +67,6 @@ class GzipWriter:
         self._out.write(self._compressor.flush(zlib.Z_FINISH))
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))   # built once: it runs for every row
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON as UTF-8: the relay's one serialization of rows and envelopes."""
-    try:
-        return _ENCODER.encode(value).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (from a "\ud800" escape in the service's JSON) has no UTF-8 form; as an escape it
-        # round-trips exactly.
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
-
-
 def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: ResultStream,
            clock: Callable[[], datetime]) -> ResultSummary:
     rows = stream.rows()
@@ -113,7 +100,7 @@ def csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return dumps_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -37,8 +37,9 @@ from shared.blob_sink import StagedBlobWriter
 from shared.errors import DeliveryRefused
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
-from shared.result_formats import CONTENT_TYPES, ResultSummary, blob_metadata, dumps, file_name, render
+from shared.result_formats import CONTENT_TYPES, ResultSummary, blob_metadata, file_name, render
 from shared.settings import StorageConfig
+from shared.strict_json import dumps
 
 logger = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from shared.dead_letters import DeadLetters
 from shared.destinations import Target
 from shared.http_session import pooled_session
 from shared.hunting_client import HuntingClient
+from shared.message_keys import LazyRelayMark
 from shared.outbound import SafeSender
 from shared.outcomes import MessageInfo, Outcome
 from shared.pending_deliveries import PendingDeliveries
@@ -70,9 +71,13 @@ class Relay:
                                         else DEFAULT_TEMPLATES_DIR)
         self.gates = QuotaGates(_table_service(settings, self.session).get_table_client(settings.gate_table), settings,
                                 clock=clock, rand=rand) if settings.quota_gate else None
+        # Marks the relay's own queue copies (shared.relay_mark); the stored key is read at the first hunt.
+        self.mark = LazyRelayMark(settings.message_keys,
+                                  self.blob_service.get_container_client(settings.state_container))
         self.processor = HuntProcessor(
             settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
             requeue=self.requeue, gate=self.gates, render_template=self.render_template, clock=clock, rand=rand,
+            mark=self.mark,
             pending=PendingDeliveries(self.blob_service.get_container_client(settings.results_container)),
         )
 
@@ -87,7 +92,8 @@ class Relay:
                 pass
             except HttpResponseError as error:  # the deployment's roles may not allow creating: infra did
                 logger.warning("could not create queue %s (%s)", queue.queue_name, error.status_code)
-        containers = {self.settings.results_container, self.settings.deadletter_container}
+        containers = {self.settings.results_container, self.settings.deadletter_container,
+                      self.settings.state_container}
         containers |= {d.container for d in self.settings.destinations.values() if d.type == "blob"}
         for name in sorted(containers):
             try:

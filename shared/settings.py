@@ -16,6 +16,8 @@ from typing import Literal, cast
 
 from shared.apis import API_NAMES, CLOUD_NAMES, Api, Cloud
 from shared.errors import SettingsError
+from shared.relay_mark import parse_keys
+from shared.webhook_signing import parse_secret
 
 AuthMode = Literal["managed_identity", "client_secret", "certificate"]
 AUTH_MODES = ("managed_identity", "client_secret", "certificate")
@@ -47,6 +49,12 @@ SETTINGS: tuple[Setting, ...] = (
             '"hunt-results", "prefix": "archive/"}}'),
     Setting("HUNT_DEFAULT_DESTINATION", None, "The destination used when a message names none"),
     Setting("HUNT_WEBHOOK_ALLOWED_HOSTS", "", "Comma-separated hosts an inline webhook URL in a message may use"),
+    Setting("HUNT_INLINE_WEBHOOK_SECRETS", None, "Signing secrets (whsec_..., space-separated, the newest first) for "
+            "inline webhook URLs; unset: inline deliveries are unsigned. Use a Key Vault reference in Azure"),
+    Setting("HUNT_MESSAGE_KEYS", None, "Keys (base64 of 32+ random bytes, space-separated, the signing key first) "
+            "that mark the relay's own queue copies; unset: a key the relay creates in HUNT_STATE_CONTAINER"),
+    Setting("HUNT_STATE_CONTAINER", "hunt-relay-state", "Blob container for the relay's own state (the message "
+            "key when HUNT_MESSAGE_KEYS is unset); only the relay's identity needs access"),
     Setting("HUNT_ALLOW_LOOPBACK_HTTP", "false", "Allow plain http to loopback addresses (the local stack only)"),
     Setting("HUNT_RESULTS_CONTAINER", "hunt-results", "Blob container of the built-in default destination"),
     Setting("HUNT_DEADLETTER_CONTAINER", "hunt-deadletter", "Blob container for dead-letter records"),
@@ -67,9 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
             "1d; at most 7d)"),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
-_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+_KEY_VAULT_REFERENCE = re.compile(r"\s*@Microsoft\.KeyVault\(", re.IGNORECASE)   # with match: a prefix
+# With fullmatch only: "$" would match before a final newline.
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
 _QUEUE = _CONTAINER   # queue names follow the container rules: 3-63 lowercase letters, digits, single hyphens
 
 
@@ -113,6 +122,9 @@ class Settings:
     destinations: Mapping[str, Destination]
     default_destination: str
     webhook_allowed_hosts: frozenset[str]
+    inline_webhook_secrets: tuple[str, ...] = field(repr=False)
+    message_keys: tuple[bytes, ...] = field(repr=False)
+    state_container: str
     allow_loopback_http: bool
     results_container: str
     deadletter_container: str
@@ -192,9 +204,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
     results_container = get("HUNT_RESULTS_CONTAINER") or "hunt-results"
     deadletter_container = get("HUNT_DEADLETTER_CONTAINER") or "hunt-deadletter"
+    state_container = get("HUNT_STATE_CONTAINER") or "hunt-relay-state"
     for name, value in (("HUNT_RESULTS_CONTAINER", results_container),
-                        ("HUNT_DEADLETTER_CONTAINER", deadletter_container)):
-        if not _CONTAINER.match(value):
+                        ("HUNT_DEADLETTER_CONTAINER", deadletter_container), ("HUNT_STATE_CONTAINER", state_container)):
+        if not _CONTAINER.fullmatch(value):
             problems.append(f"{name}={value!r} is not a valid container name (3-63 lowercase letters, digits, -)")
     destinations = _destinations(get("HUNT_DESTINATIONS"), get, problems)
     if not destinations:
@@ -229,6 +242,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     queue = get("HUNT_QUEUE") or "hunts"
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]", queue):
         problems.append(f"HUNT_QUEUE={queue!r} is not a valid queue name (3-56 lowercase letters, digits, -)")
+    inline_secrets = _webhook_secrets("HUNT_INLINE_WEBHOOK_SECRETS", get("HUNT_INLINE_WEBHOOK_SECRETS"), problems)
+    message_keys: list[bytes] = []
+    if get("HUNT_MESSAGE_KEYS"):
+        try:
+            message_keys = parse_keys(get("HUNT_MESSAGE_KEYS") or "")
+        except ValueError as error:
+            problems.append(f"HUNT_MESSAGE_KEYS: {error}")
     settings = Settings(
         storage=storage, queue=queue, api=api, api_base_url=base_url, cloud=cloud, auth=auth,
         client_id=client_id, tenant_id=tenant_id, client_secret=client_secret, certificate_path=certificate,
@@ -236,6 +256,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         default_destination=default_destination,
         webhook_allowed_hosts=frozenset(
             h.strip().lower() for h in (get("HUNT_WEBHOOK_ALLOWED_HOSTS") or "").split(",") if h.strip()),
+        inline_webhook_secrets=inline_secrets, message_keys=tuple(message_keys), state_container=state_container,
         allow_loopback_http=allow_loopback, results_container=results_container,
         deadletter_container=deadletter_container, max_dequeue_count=positive_int("HUNT_MAX_DEQUEUE_COUNT"),
         max_attempts=positive_int("HUNT_MAX_ATTEMPTS"), max_age_seconds=max_age,
@@ -266,7 +287,7 @@ def _quota_windows(get: Callable[[str], str | None], positive_int: Callable[[str
 
 
 def _is_loopback_http(url: str) -> bool:
-    return bool(re.match(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url))
+    return bool(re.match(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|\Z)", url))
 
 
 def _storage(environ: Mapping[str, str], get: Callable[[str], str | None], problems: list[str]) -> StorageConfig:
@@ -302,13 +323,13 @@ def _destinations(text: str | None, get: Callable[[str], str | None], problems: 
     result: dict[str, Destination] = {}
     for name, spec in raw.items():
         where = f"HUNT_DESTINATIONS[{name!r}]"
-        if not _NAME.match(name) or not isinstance(spec, dict):
+        if not _NAME.fullmatch(name) or not isinstance(spec, dict):
             problems.append(f"{where}: a name of letters, digits, - and _ mapping to an object is required")
             continue
         kind = spec.get("type")
         if kind == "blob":
             container = str(spec.get("container", ""))
-            if not _CONTAINER.match(container):
+            if not _CONTAINER.fullmatch(container):
                 problems.append(f"{where}: 'container' must be a valid blob container name, got {container!r}")
             prefix = str(spec.get("prefix", ""))
             if ".." in prefix or prefix.startswith("/"):
@@ -319,7 +340,7 @@ def _destinations(text: str | None, get: Callable[[str], str | None], problems: 
             result[name] = Destination(name, "blob", container=container, prefix=prefix, gzip=gzip is True)
         elif kind == "queue":
             queue = str(spec.get("queue", ""))
-            if not _QUEUE.match(queue):
+            if not _QUEUE.fullmatch(queue):
                 problems.append(f"{where}: 'queue' must be a valid queue name (3-63 lowercase letters, digits, -), "
                                 f"got {queue!r}")
             result[name] = Destination(name, "queue", queue=queue)
@@ -334,8 +355,19 @@ def _destinations(text: str | None, get: Callable[[str], str | None], problems: 
                 if not value:
                     problems.append(f"{where}: its signing secret setting {secret_setting} is not set")
                 else:
-                    secrets = tuple(value.split())
+                    secrets = _webhook_secrets(f"{where}: {secret_setting}", value, problems)
             result[name] = Destination(name, "webhook", url=url, secret_setting=secret_setting, secrets=secrets)
         else:
             problems.append(f"{where}: 'type' must be 'blob' or 'webhook' or 'queue', got {kind!r}")
     return result
+
+
+def _webhook_secrets(name: str, value: str | None, problems: list[str]) -> tuple[str, ...]:
+    """Space-separated whsec_ secrets, each checked now (a bad one is a settings error, not a failed delivery)."""
+    secrets = tuple((value or "").split())
+    for position, secret in enumerate(secrets, start=1):
+        try:
+            parse_secret(secret)
+        except ValueError as error:
+            problems.append(f"{name}: secret #{position}: {error}")
+    return secrets

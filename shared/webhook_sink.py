@@ -20,7 +20,6 @@ signs afresh (a new timestamp) under the same `webhook-id`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,8 +30,9 @@ from shared.errors import DeliveryRefused, DeliveryRetryable
 from shared.hunt_request import HuntRequest
 from shared.hunting_client import ResultStream
 from shared.pending_deliveries import PreparedBody
-from shared.result_formats import ResultSummary, dumps
+from shared.result_formats import ResultSummary
 from shared.result_links import ResultLinks, link_envelope, render_or_link
+from shared.strict_json import dumps
 from shared.throttling import retry_after_from_headers
 from shared.webhook_signing import parse_secret, signed_headers, webhook_id_for
 
@@ -93,7 +93,7 @@ class WebhookSink:
         return WebhookDelivery(self.location, None)
 
     def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes:
-        return json.dumps(failed_envelope, ensure_ascii=False).encode("utf-8")
+        return dumps(failed_envelope)
 
     def renewed(self, body: bytes) -> bytes:
         """A kept body made ready to send again: a link in it is signed afresh."""

@@ -13,13 +13,24 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sandbox.azurite import Azurite
+from tests.document_audit import DocumentAudit
 from tests.log_audit import LogAudit
 
 _audit = LogAudit()
+_documents = DocumentAudit()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _audit.start()
+    from sandbox.webhook_receiver import WebhookReceiver
+
+    stop = WebhookReceiver.stop
+
+    def audited_stop(receiver: WebhookReceiver) -> None:   # every receiver, fixture or not, is audited as it stops
+        _documents.webhook_bodies(list(receiver.requests))
+        stop(receiver)
+
+    WebhookReceiver.stop = audited_stop  # type: ignore[method-assign]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -30,7 +41,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"log audit: {size} bytes of DEBUG logs checked, {len(leaks)} leaks ({_audit.path})")
         for leak in leaks[:20]:
             reporter.write_line("  LEAK " + leak)
-    if leaks:
+    if reporter is not None:
+        reporter.write_line(f"document audit: {_documents.checked} documents checked for strict JSON, "
+                            f"{len(_documents.problems)} not strict")
+        for problem in _documents.problems[:20]:
+            reporter.write_line("  NOT STRICT " + problem)
+    if leaks or _documents.problems:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 if TYPE_CHECKING:
@@ -42,6 +58,8 @@ if TYPE_CHECKING:
 def azurite() -> Iterator[Azurite]:
     with Azurite() as emulator:
         yield emulator
+        # Hunt queues hold what tests sent (hostile input on purpose); everything else the relay wrote.
+        _documents.storage(emulator.connection_string, is_input_queue=lambda name: name.startswith("hunts"))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 //                   host containers            Storage Blob Data Owner (or the account: hostStorageRoleScope)
 //                   queue destinations         Storage Queue Data Message Sender (results as messages)
 //                   result/dead-letter/destination containers   Storage Blob Data Contributor
+//                   the relay's state container                 Storage Blob Data Contributor (no one else)
 //                   storage account            Storage Blob Delegator (user delegation SAS links to results)
 //                   quota gate table           Storage Table Data Contributor
 //                   Application Insights       Monitoring Metrics Publisher (Entra-only ingestion)
@@ -19,6 +20,8 @@ param queueNames array
 param destinationQueueNames array = []
 param hostContainerNames array
 param dataContainerNames array
+@description('The relay\'s own state (its message key): only the relay\'s identity gets a role on it.')
+param stateContainerName string
 param gateTableName string
 param applicationInsightsName string
 
@@ -86,6 +89,11 @@ resource dataContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
   parent: blobService
   name: container
 }]
+
+resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: stateContainerName
+}
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
   parent: storage
@@ -186,6 +194,17 @@ resource dataContainerGrants 'Microsoft.Authorization/roleAssignments@2022-04-01
     principalType: 'ServicePrincipal'
   }
 }]
+
+// Storage Blob Data Contributor: the relay creates and reads its message key (shared/message_keys.py).
+resource stateContainerGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stateContainer.id, identityPrincipalId, roles.blobContributor)
+  scope: stateContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobContributor)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 // Storage Blob Delegator: a user delegation key is an account-level operation; the SAS it signs is still
 // limited by the identity's container roles.

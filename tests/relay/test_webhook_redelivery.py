@@ -1,7 +1,9 @@
 """A webhook that answers 5xx or 429 gets the same result again as a delivery only: the query ran once, the quota
 gate was asked once, every POST carries the same `webhook-id` (signed afresh); 410, the limits and a missing
-body end it with a dead-letter record; a message that forges the relay-kept `pending_delivery` never gets a
-stored body sent anywhere. Over the real stack: Azurite, the sandbox, the loopback webhook receiver.
+body end it with a dead-letter record; a message that forges the relay-kept `pending_delivery` runs as a fresh
+hunt and never gets a stored body sent anywhere, nor replaces it; a second request under a waiting job's id is a
+Conflict that leaves the first job whole. Over the real stack: Azurite, the sandbox, the loopback webhook
+receiver.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from standardwebhooks.webhooks import Webhook
 
 from sandbox.webhook_receiver import WebhookReceiver
 from shared.hunt_request import decode_hunt_request, pending_delivery_name
-from shared.pending_deliveries import Kept, PendingDeliveries, Sent, Unusable
+from shared.pending_deliveries import Kept, PendingConflict, PendingDeliveries, Sent, Unusable
+from shared.relay_mark import MARK_FIELD
 from shared.runtime import Relay
 from tests.relay.conftest import RelayStack, drain
 
@@ -40,7 +43,11 @@ def webhooks(relay_stack: RelayStack, secret: str, **urls: str) -> dict[str, str
 
 
 def enqueue(relay: Relay, job: str, **extra: object) -> None:
-    relay.hunt_queue.send_message(json.dumps({"id": job, "query": QUERY, "api": API, **extra}))
+    """A hunt; with relay-kept fields it is marked as the relay's own copy (as only the relay could)."""
+    body = {"id": job, "query": QUERY, "api": API, **extra}
+    if extra:
+        body[MARK_FIELD] = relay.mark.sign(body)
+    relay.hunt_queue.send_message(json.dumps(body))
 
 
 def count_gate_admissions(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -172,41 +179,82 @@ def test_the_body_is_kept_before_the_copy_is_enqueued_so_a_failed_enqueue_loses_
     assert [json.loads(r.body)["id"] for r in webhook_receiver.requests] == [job, job]
 
 
-def test_a_forged_pending_delivery_never_sends_a_stored_body(relay_stack: RelayStack,
-                                                            webhook_receiver: WebhookReceiver):
+def test_a_forged_pending_delivery_is_dropped_and_never_sends_or_replaces_a_stored_body(
+        relay_stack: RelayStack, webhook_receiver: WebhookReceiver):
     with WebhookReceiver() as other:
         relay = relay_stack.make(**webhooks(relay_stack, new_secret(), hook=webhook_receiver.url + "/hook",
                                             other=other.url + "/other"))
         victim = "victim-" + uuid.uuid4().hex[:8]
         marker = b'{"id": "' + victim.encode() + b'", "status": "succeeded", "results": ["stored-marker"]}'
         store = PendingDeliveries(relay.blob_service.get_container_client(relay.settings.results_container))
-        store.keep(decode_hunt_request(json.dumps({"id": victim, "query": QUERY}), message_id="x",
-                                       default_api="m365d", now=relay.clock()), marker, 1)
+        victim_request = decode_hunt_request(json.dumps({"id": victim, "query": QUERY, "api": API}), message_id="x",
+                                             default_api="m365d", now=relay.clock())
+        store.keep(victim_request, marker, 1)
         forger = "forger-" + uuid.uuid4().hex[:8]
-        forged = [
-            # the victim's own name, another destination: the body is bound to the victim's destination
-            {"id": victim, "destination": "other", "pending_delivery": pending_delivery_name(victim)},
-            # the victim's name under the forger's own id: an invalid message
+        forged = [   # none carries the relay's mark: each runs as a fresh hunt of its own
+            {"id": victim, "destination": "other", "pending_delivery": pending_delivery_name(victim), "attempt": 9},
             {"id": forger, "destination": "other", "pending_delivery": pending_delivery_name(victim)},
-            # a path of the forger's choosing
             {"id": forger + "-2", "destination": "other", "pending_delivery": "links/" + victim + ".json"},
-            # a destination that takes no delivery-only retry (a blob sink)
             {"id": victim, "destination": "archive", "pending_delivery": pending_delivery_name(victim)},
         ]
         for body in forged:
             relay.hunt_queue.send_message(json.dumps({"query": QUERY, "api": API, **body}))
         stats = drain(relay)
-        assert sorted((o.status, o.detail[:22]) for o in stats.outcomes) == [
-            ("failed", "PendingDeliveryMissing"), ("failed", "PendingDeliveryMissing"),
-            ("rejected", "pending_delivery: is k"), ("rejected", "pending_delivery: is k")]
-        assert len(other.requests) == 3   # the failure envelopes, nothing else
-        assert all(b"stored-marker" not in r.body for r in other.requests)
-        assert all(json.loads(r.body)["status"] == "failed" for r in other.requests)
+        assert [o.status for o in stats.outcomes] == ["delivered"] * 4
+        assert len(other.requests) == 3
+        for request in other.requests:   # each its own fresh result, none the stored body, attempts from 1
+            envelope = json.loads(request.body)
+            assert (envelope["status"], envelope["attempts"], envelope["row_count"]) == ("succeeded", 1, 3)
+            assert b"stored-marker" not in request.body
         assert webhook_receiver.requests == []
-    assert relay_stack.sandbox.counters.calls_to(API) == 0
-    assert {(r["key"], r["reason"]) for r in relay_stack.dead_letters()} == {
-        (victim, "PendingDeliveryMissing"), (forger, "InvalidHuntRequest"), (forger + "-2", "InvalidHuntRequest")}
-    assert pending_delivery_name(victim) in relay_stack.results()
+    assert relay_stack.sandbox.counters.calls_to(API) == 4
+    assert relay_stack.dead_letters() == []
+    assert store.load(victim_request) == Kept(marker, 1)
+
+
+def test_a_second_request_under_a_waiting_jobs_id_is_a_conflict_and_the_first_job_survives(
+        relay_stack: RelayStack, webhook_receiver: WebhookReceiver):
+    with WebhookReceiver() as other:
+        relay = relay_stack.make(**webhooks(relay_stack, new_secret(), hook=webhook_receiver.url + "/hook",
+                                            other=other.url + "/other"))
+        job = "shared-id-" + uuid.uuid4().hex[:8]
+        webhook_receiver.replies = [503, 200]
+        enqueue(relay, job)   # the first job: its webhook says "not now", its body is kept, a copy waits 1-2 s
+        [first] = relay.hunt_queue.receive_messages(max_messages=1)
+        assert relay.handle(first.content.encode(), message_id=first.id, dequeue_count=1).status == "requeued"
+        relay.hunt_queue.delete_message(first)
+        kept = pending_body(relay, job)
+        other.replies = [503]
+        relay.hunt_queue.send_message(json.dumps({"id": job, "query": "DeviceInfo | take 1", "api": API,
+                                                  "destination": "other"}))
+        stats = drain(relay)
+        assert sorted((o.status, o.detail) for o in stats.outcomes) == [
+            ("delivered", "delivery-only retry"), ("failed", "Conflict")]
+        [conflict] = relay_stack.dead_letters()
+        assert conflict["reason"] == "Conflict" and conflict["key"].startswith(job + ".conflict.")
+        assert len(other.requests) == 1   # its one try; its failure goes to the dead-letter record
+    first_post, second_post = webhook_receiver.requests   # the first job: its own body, twice, then sent
+    assert first_post.body == second_post.body == kept and json.loads(kept)["row_count"] == 3
+    assert pending_body(relay, job) == b""
+
+
+def test_keeping_a_body_refuses_another_request_under_the_same_id_but_not_the_same_one(relay_stack: RelayStack):
+    relay = relay_stack.make()
+    store = PendingDeliveries(relay.blob_service.get_container_client(relay.settings.results_container))
+    job = "keep-" + uuid.uuid4().hex[:8]
+
+    def request(query: str):  # type: ignore[no-untyped-def]
+        return decode_hunt_request(json.dumps({"id": job, "query": query}), message_id="x", default_api="mde",
+                                   now=relay.clock())
+
+    store.keep(request("A"), b'{"a": 1}', 1)
+    store.keep(request("A"), b'{"a": 2}', 2)   # the same request rendered again
+    with pytest.raises(PendingConflict):
+        store.keep(request("B"), b'{"b": 1}', 1)
+    assert store.load(request("A")) == Kept(b'{"a": 2}', 2)
+    store.mark_sent(request("A"), relay.clock())
+    store.keep(request("B"), b'{"b": 1}', 1)   # once the first was delivered, the id may be used again
+    assert store.load(request("B")) == Kept(b'{"b": 1}', 1)
 
 
 def test_a_delivery_only_message_whose_body_is_gone_fails_clearly_once(relay_stack: RelayStack,

@@ -12,14 +12,24 @@ import pytest
 
 from shared.errors import InvalidHuntRequest
 from shared.hunt_request import decode_hunt_request, pending_delivery_name
+from shared.relay_mark import MARK_FIELD, RELAY_FIELDS, RelayMark
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "hunt-request.v1.schema.json").read_text())
+MARK = RelayMark([b"k" * 32])
 
 
-def decode(body: object):
+def marked(body: dict) -> dict:
+    """The body as the relay's own copy would carry it: with a valid mark."""
+    return {**body, MARK_FIELD: MARK.sign(body)}
+
+
+def decode(body: object, *, mark: RelayMark | None = MARK):
+    """Dicts that carry relay-kept fields are marked first, as the relay's copies are; text is sent as is."""
+    if isinstance(body, dict) and any(name in body for name in RELAY_FIELDS):
+        body = marked(body)
     text = body if isinstance(body, str) else json.dumps(body)
-    return decode_hunt_request(text, message_id="queue-msg-1", default_api="mde", now=NOW)
+    return decode_hunt_request(text, message_id="queue-msg-1", default_api="mde", now=NOW, mark=mark)
 
 
 VALID = [
@@ -140,7 +150,7 @@ def test_invalid_utf8_is_refused():
 
 def test_a_re_enqueued_copy_keeps_id_and_first_time_and_counts_the_attempt():
     request = decode({"query": "DeviceInfo", "id": "job-7", "context": {"run": "r1"}})
-    again = decode(request.next_attempt("HTTP 429").to_message())
+    again = decode(request.next_attempt("HTTP 429").to_message(MARK))
     assert (again.id, again.attempt, again.first_enqueued_at, again.context) == ("job-7", 2, NOW, {"run": "r1"})
     assert again.last_error == "HTTP 429"
     assert again.query == request.query
@@ -149,10 +159,10 @@ def test_a_re_enqueued_copy_keeps_id_and_first_time_and_counts_the_attempt():
 def test_a_delivery_only_copy_names_its_own_pending_body_and_survives_the_round_trip():
     request = decode({"query": "DeviceInfo", "id": "job-7", "destination": "hook"})
     assert request.pending_delivery is None
-    again = decode(request.delivery_only().next_attempt("webhook hook answered 503").to_message())
+    again = decode(request.delivery_only().next_attempt("webhook hook answered 503").to_message(MARK))
     assert again.pending_delivery == pending_delivery_name("job-7") == "pending/job-7.delivery.json"
     assert (again.id, again.attempt, again.destination, again.query) == ("job-7", 2, "hook", "DeviceInfo")
-    assert decode(again.next_attempt("again").to_message()).pending_delivery == again.pending_delivery
+    assert decode(again.next_attempt("again").to_message(MARK)).pending_delivery == again.pending_delivery
 
 
 def near_limit(size: int) -> dict[str, object]:
@@ -165,7 +175,86 @@ def near_limit(size: int) -> dict[str, object]:
 
 def test_a_copy_that_would_pass_the_queue_limit_drops_its_last_error_first():
     request = decode(near_limit(64 * 1024 - 300))
-    copy = request.next_attempt("HTTP 503 " + "e" * 480).to_message()
+    copy = request.next_attempt("HTTP 503 " + "e" * 480).to_message(MARK)
     assert len(copy.encode()) <= 64 * 1024 and "last_error" not in json.loads(copy)
-    roomy = decode({"query": "DeviceInfo", "id": "job-8"}).next_attempt("HTTP 503").to_message()
+    roomy = decode({"query": "DeviceInfo", "id": "job-8"}).next_attempt("HTTP 503").to_message(MARK)
     assert json.loads(roomy)["last_error"] == "HTTP 503"
+
+
+def test_relay_fields_without_the_mark_are_dropped_and_the_hunt_is_fresh():
+    forged = {"query": "x", "id": "job-1", "attempt": 49, "first_enqueued_at": "2020-01-01T00:00:00+00:00",
+              "last_error": "x", "pending_delivery": "pending/job-1.delivery.json"}
+    request = decode(json.dumps(forged))
+    assert (request.attempt, request.first_enqueued_at, request.last_error, request.pending_delivery) == \
+        (1, NOW, None, None)
+    assert set(request.dropped) == {"attempt", "first_enqueued_at", "last_error", "pending_delivery"}
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda body: {**body, MARK_FIELD: "v1,AAAA"},                                      # a made-up mark
+    lambda body: {**body, MARK_FIELD: RelayMark([b"o" * 32]).sign(body)},            # another deployment's key
+    lambda body: {**marked(body), "query": "other"},                                 # a mark moved to another hunt
+    lambda body: {**marked(body), "attempt": 2},                                     # a marked field changed
+    lambda body: {**body, MARK_FIELD: 5},
+    lambda body: {**body, MARK_FIELD: "v1,é"},                                        # not even ASCII
+])
+def test_a_mark_that_does_not_verify_drops_the_relay_fields(tamper):
+    body = {"query": "x", "id": "job-1", "attempt": 40}
+    request = decode(json.dumps(tamper(body)))
+    assert request.attempt == 1 and "attempt" in request.dropped
+
+
+def test_without_a_key_no_message_is_the_relays_own():
+    request = decode(json.dumps(marked({"query": "x", "attempt": 3})), mark=None)
+    assert request.attempt == 1 and request.dropped == ("attempt", MARK_FIELD)
+
+
+def test_a_rotated_key_still_verifies_copies_signed_with_the_previous_one():
+    old, new = b"o" * 32, b"n" * 32
+    copy = decode({"query": "x", "id": "j"}).next_attempt("HTTP 429").to_message(RelayMark([old]))
+    request = decode_hunt_request(copy, message_id="m", default_api="mde", now=NOW, mark=RelayMark([new, old]))
+    assert request.attempt == 2 and request.dropped == ()
+
+
+HUGE = "9" * 5000
+HOSTILE_NUMBERS = [
+    ('{"query": "x", "attempt": ' + HUGE + "}", "attempt"),
+    ('{"query": "x", "context": {"n": -' + HUGE + "}}", "context.n"),
+    ('{"query": "x", "context": {"n": 1e400}}', "context.n"),
+    ('{"query": "x", "context": {"n": -1e400}}', "context.n"),
+    ('{"query": "x", "context": {"n": 1.7976931348623157e309}}', "context.n"),
+    ('{"query": "x", "context": {"n": [1, NaN]}}', "context.n[1]"),
+    ('{"query": "x", "context": {"n": Infinity}}', "context.n"),
+    ('{"query": "x", "attempt": -Infinity}', "attempt"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), HOSTILE_NUMBERS)
+def test_numbers_a_strict_reader_would_not_take_are_refused_naming_the_field(raw, field):
+    with pytest.raises(InvalidHuntRequest) as refused:
+        decode(raw)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ('{"query": "x", "context": {"k": "v\\ud800v"}}', "context.k"),
+    ('{"query": "x", "context": {"k\\udfff": 1}}', 'context."k\\udfff"'),
+    ('{"query": "x\\ud83d"}', "query"),
+    ('{"query": "x", "id": "a\\udc00"}', "id"),
+    ('{"query": "x", "query": "y"}', "query"),
+    ('{"query": "x", "context": {"a": 1, "a": 2}}', "context.a"),
+])
+def test_lone_surrogates_and_duplicate_keys_are_refused_naming_the_field(raw, field):
+    with pytest.raises(InvalidHuntRequest) as refused:
+        decode(raw)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in [*range(0, 32), 127, 0x85, 0x2028]])
+def test_an_id_with_any_control_character_anywhere_is_refused(char):
+    for job_id in (f"job{char}", f"jo{char}b", f"{char}job"):
+        with pytest.raises(InvalidHuntRequest) as refused:
+            decode({"query": "x", "id": job_id})
+        assert refused.value.field == "id"
+    with pytest.raises(InvalidHuntRequest):
+        decode({"template": f"logons{char}"})

@@ -17,7 +17,7 @@ from azure.storage.blob import UserDelegationKey
 from shared.apis import APIS
 from shared.errors import SettingsError
 from shared.hunting_client import ResultStream
-from shared.result_formats import GzipWriter, csv_cell, dumps, file_name, render
+from shared.result_formats import GzipWriter, csv_cell, file_name, render
 from shared.result_links import (
     AccountKeySigner,
     DelegationKeySigner,
@@ -26,6 +26,7 @@ from shared.result_links import (
     signer_for,
 )
 from shared.settings import StorageConfig, load_settings
+from shared.strict_json import dumps
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 STORAGE = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
