@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared.functions import handle_hunt_message, handle_poison_message
+from shared.app.functions import handle_hunt_message, handle_poison_message
 
 app = func.FunctionApp()
 

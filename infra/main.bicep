@@ -88,13 +88,13 @@ param resultRetentionDays int = 30
 @description('Days before dead-letter records are deleted (0: keep them).')
 param deadLetterRetentionDays int = 90
 
-// Names the relay's code defaults to (shared/settings.py SETTINGS): the contract tests keep them equal.
+// Names the relay's code defaults to (shared/core/settings.py SETTINGS): the contract tests keep them equal.
 param queueName string = 'hunts'
 param resultsContainerName string = 'hunt-results'
 param deadLetterContainerName string = 'hunt-deadletter'
 param gateTableName string = 'huntquotagate'
 
-// The hunting APIs' resource apps and their application roles (shared/apis.py); roles are looked up by value.
+// The hunting APIs' resource apps and their application roles (shared/core/apis.py); roles are looked up by value.
 var huntingApis = {
   mde: { appId: 'fc780465-2017-40d4-a0c5-307022471b92', role: 'AdvancedQuery.Read.All' } // WindowsDefenderATP
   m365d: { appId: '8ee8fdad-f234-4243-8f3b-15c294843740', role: 'AdvancedHunting.Read.All' } // Microsoft Threat Protection

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from sandbox.dataset import KNOWN_DEVICE_ID
-from shared import log_scrub
+from shared.app import log_scrub
 
 LEAKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a client secret", re.compile(r"sandbox-secret")),

@@ -1,5 +1,5 @@
 // The function app: Flex Consumption (FC1), Python 3.11, running as the user-assigned identity, with every
-// setting the relay reads (shared/settings.py). Settings not set here keep the code's defaults and are listed
+// setting the relay reads (shared/core/settings.py). Settings not set here keep the code's defaults and are listed
 // as optional in docs/deploy.md. Storage is reached by identity only (AzureWebJobsStorage__*).
 param name string
 param planName string
@@ -129,7 +129,7 @@ var telemetrySettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
-// Defaults as in shared/settings.py, written out so that they can be seen and changed in one place.
+// Defaults as in shared/core/settings.py, written out so that they can be seen and changed in one place.
 var relaySettings = {
   HUNT_QUEUE: queueName
   HUNT_API: huntApi

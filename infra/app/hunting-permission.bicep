@@ -8,7 +8,7 @@ extension microsoftGraphV1
 @description('Object id of the identity that receives the role.')
 param principalId string
 
-@description('App id of the API that owns the role (shared/apis.py).')
+@description('App id of the API that owns the role (shared/core/apis.py).')
 param resourceAppId string
 
 @description('The role\'s value: roles are found by value, never by a hard-coded id.')

@@ -195,7 +195,7 @@ resource dataContainerGrants 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }]
 
-// Storage Blob Data Contributor: the relay creates and reads its message key (shared/message_keys.py).
+// Storage Blob Data Contributor: the relay creates and reads its message key (shared/adapters/message_keys.py).
 resource stateContainerGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(stateContainer.id, identityPrincipalId, roles.blobContributor)
   scope: stateContainer

@@ -14,8 +14,7 @@ from azure.identity import ClientSecretCredential
 
 from sandbox import graph_directory
 from sandbox.server import Sandbox
-from shared.apis import APIS
-from shared.grant_permission import (
+from shared.app.grant_permission import (
     GrantNotAllowed,
     PrincipalNotFound,
     ResourceNotFound,
@@ -23,6 +22,7 @@ from shared.grant_permission import (
     grant_permission,
     main,
 )
+from shared.core.apis import APIS
 
 TENANT = "sandbox-tenant"
 GRANT_ROLES = ["AppRoleAssignment.ReadWrite.All", "Application.Read.All"]

@@ -1,6 +1,6 @@
 """Contract tests between the code and its deployment (no Bicep compiler is reachable here, so the Bicep is read
 as text): every setting the relay reads is set by the template or documented as optional; names and defaults
-agree between host.json, shared/settings.py and the Bicep; role ids match their names; no secret literal in any
+agree between host.json, shared/core/settings.py and the Bicep; role ids match their names; no secret literal in any
 template; the package leaves development files out; and the Bicep is at least well-formed."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.apis import APIS
-from shared.settings import SETTINGS
+from shared.core.apis import APIS
+from shared.core.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -17,9 +17,9 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from sandbox.azurite import Azurite
-from shared.runtime import Relay
-from shared.settings import load_settings
-from shared.worker import PortableWorker, WorkerStats
+from shared.app.relay import Relay
+from shared.app.worker import PortableWorker, WorkerStats
+from shared.core.settings import load_settings
 
 CREDENTIAL_KINDS = ("system_assigned", "user_assigned", "client_secret")
 

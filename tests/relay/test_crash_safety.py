@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import pytest
 
-from shared.worker import PortableWorker
+from shared.app.worker import PortableWorker
 from tests.relay.conftest import RelayStack
 from tests.relay.worker_fleet import WorkerFleet, wait_until
 

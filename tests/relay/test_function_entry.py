@@ -9,7 +9,7 @@ import azure.functions as func
 import pytest
 
 import function_app
-from shared import functions
+from shared.app import functions
 from tests.relay.conftest import RelayStack
 
 # The app indexes its functions once, as the host does (a second get_functions() refuses duplicate names).

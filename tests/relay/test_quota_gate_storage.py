@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.data.tables import TableServiceClient
 
-from shared.quota_gate import Admit, QuotaGate, Wait, Window
+from shared.adapters.quota_table import Admit, QuotaGate, Wait, Window
 
 
 def gate(azurite, windows, clock=lambda: datetime.now(UTC), name=None):

@@ -16,9 +16,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from sandbox.webhook_receiver import WebhookReceiver
-from shared.message_keys import KEYS_BLOB
-from shared.runtime import Relay
-from shared.settings import load_settings
+from shared.adapters.message_keys import KEYS_BLOB
+from shared.app.relay import Relay
+from shared.core.settings import load_settings
 from tests.relay.conftest import RelayStack, drain
 
 QUERY = "DeviceInfo | take 2"

@@ -19,10 +19,10 @@ from azure.core.exceptions import ResourceNotFoundError
 from standardwebhooks.webhooks import Webhook
 
 from sandbox.webhook_receiver import WebhookReceiver
-from shared.hunt_request import decode_hunt_request, pending_delivery_name
-from shared.pending_deliveries import Kept, PendingConflict, PendingDeliveries, Sent, Unusable
-from shared.relay_mark import MARK_FIELD
-from shared.runtime import Relay
+from shared.app.relay import Relay
+from shared.core.hunt_request import decode_hunt_request, pending_delivery_name
+from shared.core.relay_mark import MARK_FIELD
+from shared.delivery.pending import Kept, PendingConflict, PendingDeliveries, Sent, Unusable
 from tests.relay.conftest import RelayStack, drain
 
 QUERY = "DeviceInfo | take 3"

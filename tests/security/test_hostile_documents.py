@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.dead_letters import safe_key
-from shared.runtime import Relay
-from shared.strict_json import is_strict
+from shared.adapters.dead_letters import safe_key
+from shared.app.relay import Relay
+from shared.core.strict_json import is_strict
 from tests.relay.conftest import RelayStack
 
 

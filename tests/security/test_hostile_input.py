@@ -20,12 +20,12 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.apis import APIS
-from shared.hunting_client import ResultStream
-from shared.outcomes import MessageInfo
-from shared.processor import HuntProcessor
-from shared.result_formats import render
-from shared.settings import load_settings
+from shared.adapters.hunting_client import ResultStream
+from shared.app.endings import MessageInfo
+from shared.app.processor import HuntProcessor
+from shared.core.apis import APIS
+from shared.core.result_formats import render
+from shared.core.settings import load_settings
 from tests.relay.conftest import RelayStack, drain
 
 SETTINGS = load_settings({"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5",

@@ -1,4 +1,5 @@
-"""SSRF: a webhook URL must never open a connection to a refused address (shared/outbound.py over real sockets).
+"""SSRF: a webhook URL must never open a connection to a refused address (shared/adapters/outbound.py, real
+sockets).
 
 Every test records each connection attempt at the socket layer (`socket.socket.connect`, `connect_ex`,
 `socket.create_connection`) and each `getaddrinfo` call. The recorder also refuses anything that is not loopback,
@@ -27,8 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.address_policy import DestinationRefused, OutboundPolicy
-from shared.outbound import DeliveryFailed, SafeSender, Timeouts, resolve_with_getaddrinfo
+from shared.adapters.outbound import DeliveryFailed, SafeSender, Timeouts, resolve_with_getaddrinfo
+from shared.core.address_policy import DestinationRefused, OutboundPolicy
 
 SECRET = "c2VjcmV0LXNhcy1zaWduYXR1cmU"
 PRODUCTION = OutboundPolicy.from_settings(["*.logic.azure.com"], False, "http://localhost:8081/msi/token")

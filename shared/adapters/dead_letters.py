@@ -1,0 +1,60 @@
+"""Dead-letter records: every hunt that ends without results leaves one, with the raw message and the reason.
+
+Records are JSON blobs in the dead-letter container, named `<yyyy>/<mm>/<dd>/<key>.json` where the key is the job
+id when known, else the queue message id; written create-only, so a redelivered message does not duplicate its
+record. A key that is not a safe blob name (a message id the relay did not make) is replaced by `msg-` and a hash
+of it; the record still holds the message id itself. The raw message is kept as text when it is UTF-8, else as
+base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from azure.storage.blob import ContainerClient
+
+from shared.core.envelope import iso
+from shared.delivery.blob import write_json_create_only
+
+logger = logging.getLogger(__name__)
+
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}(\.[A-Za-z0-9_-]{1,64}){0,2}")
+
+
+def safe_key(key: str) -> str:
+    """The key as it may stand in a blob name: itself when safe, else a hash of it."""
+    if _SAFE_KEY.fullmatch(key):
+        return key
+    return "msg-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class DeadLetters:
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+
+    def record(self, *, key: str, raw: bytes, reason: str, error: dict[str, Any], queue: str, message_id: str,
+               dequeue_count: int | None, now: datetime, first_enqueued_at: datetime | None = None) -> str:
+        try:
+            raw_field: dict[str, str] = {"text": raw.decode("utf-8")}
+        except UnicodeDecodeError:
+            raw_field = {"base64": base64.b64encode(raw).decode("ascii")}
+        record = {
+            "key": key,
+            "reason": reason,
+            "error": error,
+            "queue": queue,
+            "message_id": message_id,
+            "dequeue_count": dequeue_count,
+            "first_enqueued_at": iso(first_enqueued_at) if first_enqueued_at else None,
+            "dead_lettered_at": iso(now),
+            "message": raw_field,
+        }
+        name = f"{now:%Y/%m/%d}/{safe_key(key)}.json"
+        if not write_json_create_only(self._container.get_blob_client(name), record):
+            logger.info("dead letter %s existed already; kept the first record", name)
+        return f"{self._container.container_name}/{name}"

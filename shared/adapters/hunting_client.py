@@ -1,0 +1,174 @@
+"""The hunting client: one pooled HTTP session and one credential per process, three APIs, one result shape.
+
+`run()` returns a value, never raises for an HTTP outcome:
+    ApiReply(status, headers, body)   the service answered with an error status (body read with a size cap)
+    TransportFailure(reason)          nothing usable came back: connect error, timeout, reset (transient)
+    ResultStream                      200: the rows, parsed incrementally while they arrive
+
+A ResultStream is consumed once. Its rows are parsed with ijson's C backend as chunks arrive, so memory does not
+grow with the number of rows; `columns` and `stats` are filled as their part of the body goes by (the APIs may
+send them before or after the rows). A body cut short raises `StreamBroken` from the row iterator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ijson
+import requests
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+
+from shared.core.apis import APIS, ApiSpec, Cloud
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+ERROR_BODY_LIMIT = 64 * 1024
+CHUNK_BYTES = 256 * 1024
+
+
+class StreamBroken(Exception):
+    """The 200 response ended before its JSON did (reset, timeout or truncation mid-body): transient."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class ApiReply:
+    status: int
+    headers: Mapping[str, str]
+    body: str
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    reason: str
+
+
+@dataclass
+class ResultStream:
+    response: requests.Response
+    spec: ApiSpec
+    columns: list[Column] = field(default_factory=list)
+    stats: dict[str, Any] | None = None
+    row_count: int = 0
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        schema_key, results_key, stats_key = self.spec.result_keys
+        rows: list[Any] = ijson.sendable_list()
+        schema: list[Any] = ijson.sendable_list()
+        stats: list[Any] = ijson.sendable_list()
+        rows_parser = ijson.items_coro(rows, results_key + ".item", use_float=True)
+        schema_parser = ijson.items_coro(schema, schema_key + ".item")
+        side_parsers = [schema_parser, ijson.items_coro(stats, stats_key, use_float=True)]
+        try:
+            for chunk in self.response.iter_content(CHUNK_BYTES):
+                rows_parser.send(chunk)
+                for parser in side_parsers:
+                    parser.send(chunk)
+                if schema and not self.columns:
+                    self.columns = _columns(schema)
+                if rows and side_parsers:
+                    # The rows have begun, so whatever preceded them is known (every API sends its schema and
+                    # stats first). Parsing each row three times only to look for them after the rows would cost
+                    # two thirds of the time: keep only a schema parser that has seen no schema yet.
+                    side_parsers = [] if schema else [schema_parser]
+                yield from self._drain(rows)
+            for parser in [rows_parser, *side_parsers]:
+                parser.close()
+        except (requests.RequestException, ijson.JSONError, OSError) as error:
+            raise StreamBroken(f"the result stream broke after {self.row_count} rows: {type(error).__name__}") from None
+        finally:
+            self.response.close()
+        if schema and not self.columns:
+            self.columns = _columns(schema)
+        if stats:
+            self.stats = stats[0] if isinstance(stats[0], dict) else None
+        yield from self._drain(rows)
+
+    def _drain(self, rows: list[Any]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            self.row_count += 1
+            yield row
+        del rows[:]
+
+    def close(self) -> None:
+        self.response.close()
+
+
+ApiResult = ResultStream | ApiReply | TransportFailure
+
+
+def _columns(schema: list[Any]) -> list[Column]:
+    # Graph has been seen with both name/type and Name/Type.
+    return [Column(str(c.get("Name", c.get("name", ""))), str(c.get("Type", c.get("type", "")))) for c in schema]
+
+
+class HuntingClient:
+    def __init__(self, credential: TokenCredential, session: requests.Session, *, cloud: Cloud,
+                 base_url: str | None = None) -> None:
+        self._credential = credential
+        # azure-identity caches tokens, but concurrent first calls each fetch one: serialize per process.
+        self._token_lock = threading.Lock()
+        self._session = session
+        self._cloud = cloud
+        self._base_url = base_url
+
+    def url_for(self, spec: ApiSpec) -> str:
+        return (self._base_url or spec.base_url(self._cloud)) + spec.path
+
+    def run(self, api: str, query: str, timespan: str | None = None) -> ApiResult:
+        spec = APIS[api]
+        body: dict[str, str] = {"Query": query}
+        if timespan is not None:
+            body["Timespan"] = timespan
+        try:
+            with self._token_lock:
+                token = self._credential.get_token(spec.scope(self._cloud)).token
+        except ClientAuthenticationError as error:
+            # A misconfigured identity fails every hunt alike; retried with backoff until the hunt gives up.
+            first_line = (error.message or type(error).__name__).splitlines()[0][:300]
+            return TransportFailure(f"could not get a token for the {api} API: {first_line}")
+        try:
+            response = self._session.post(
+                self.url_for(spec),
+                data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                headers={"Authorization": "Bearer " + token, "Content-Type": "application/json; charset=utf-8",
+                         "Accept": "application/json"},
+                timeout=(CONNECT_TIMEOUT, spec.read_timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return TransportFailure(f"timed out waiting for the {api} API")
+        except requests.RequestException as error:
+            return TransportFailure(f"could not reach the {api} API: {type(error).__name__}")
+        if response.status_code == 200:
+            return ResultStream(response, spec)
+        try:
+            text = _read_capped(response)
+        except (requests.RequestException, OSError) as error:
+            return TransportFailure(f"the {api} API's error response broke: {type(error).__name__}")
+        return ApiReply(response.status_code, dict(response.headers), text)
+
+
+def _read_capped(response: requests.Response) -> str:
+    data = b""
+    try:
+        for chunk in response.iter_content(8192):
+            data += chunk
+            if len(data) >= ERROR_BODY_LIMIT:
+                break
+    finally:
+        response.close()
+    return data[:ERROR_BODY_LIMIT].decode("utf-8", "replace")

@@ -1,0 +1,141 @@
+"""The command line: `python -m shared worker | enqueue | grant-permission`.
+
+    worker   [--drain] [--concurrency N]     run hunts from the queue (the portable worker)
+    grant-permission --principal-id ID [--api mde|m365d|graph]   grant the hunting role via Microsoft Graph
+    enqueue  --query KQL [--id] [--api] [--destination] [--timespan] [--format] [--context JSON] [--base64]
+             puts one hunt on the queue (validated first) and prints its job id
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+
+from shared.app import grant_permission
+from shared.core.apis import API_NAMES
+from shared.core.errors import HuntRelayError
+from shared.core.hunt_request import FORMATS, decode_hunt_request
+from shared.core.settings import load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared", description="Hunt Relay")
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run hunts from the queue")
+    worker.add_argument("--drain", action="store_true", help="return once the queue is empty (delayed included)")
+    worker.add_argument("--concurrency", type=int, default=4, help="hunts run at once (default 4)")
+    worker.add_argument("--lease-seconds", type=int, default=60,
+                        help="how long a message stays invisible between lease renewals (default 60)")
+    grant = commands.add_parser("grant-permission",
+                                help="grant a hunting API's application role to an identity through Microsoft Graph")
+    grant_permission.configure_parser(grant)
+    enqueue = commands.add_parser("enqueue", help="put a hunt on the queue and print its job id")
+    source = enqueue.add_mutually_exclusive_group(required=True)
+    source.add_argument("--query", help="the KQL")
+    source.add_argument("--template", help="a template name (see templates/)")
+    enqueue.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="a template parameter (VALUE as JSON when it parses, else as text)")
+    enqueue.add_argument("--id", help="the job id (default: a new UUID)")
+    enqueue.add_argument("--api", choices=API_NAMES)
+    enqueue.add_argument("--destination")
+    enqueue.add_argument("--timespan", help="graph only: ISO 8601 duration or interval")
+    enqueue.add_argument("--format", choices=FORMATS)
+    enqueue.add_argument("--context", help="a JSON object echoed back with the result")
+    enqueue.add_argument("--base64", action="store_true", help="send the message base64-encoded")
+    return parser
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from shared.app.relay import Relay
+
+    body: dict[str, object] = {"id": args.id or str(uuid.uuid4())}
+    if args.query is not None:
+        body["query"] = args.query
+    else:
+        body["template"] = args.template
+        body["parameters"] = dict(_param(p) for p in args.param)
+    for name in ("api", "destination", "timespan", "format"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    if args.context:
+        body["context"] = json.loads(args.context)
+    text = json.dumps(body, ensure_ascii=False)
+    settings = load_settings(os.environ)
+    request = decode_hunt_request(text, message_id="cli", default_api=settings.api, now=datetime.now(UTC))
+    relay = Relay(settings)
+    relay.ensure_resources()
+    relay.hunt_queue.send_message(base64.b64encode(text.encode()).decode() if args.base64 else text)
+    print(request.id)
+    return 0
+
+
+def _param(text: str) -> tuple[str, object]:
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from shared.app.relay import Relay
+    from shared.app.worker import PortableWorker
+
+    settings = load_settings(os.environ)
+    relay = Relay(settings)
+    relay.ensure_resources()
+    hunts = PortableWorker(
+        relay.hunt_queue, relay.poison_queue,
+        lambda raw, message_id, count: relay.handle(raw, message_id=message_id, dequeue_count=count),
+        concurrency=args.concurrency, max_dequeue_count=settings.max_dequeue_count, lease_seconds=args.lease_seconds,
+    )
+    # Like the Function's second trigger: poison messages are persisted as dead letters, not left to expire.
+    poison = PortableWorker(
+        relay.poison_queue, None,
+        lambda raw, message_id, count: relay.handle_poison(raw, message_id=message_id, dequeue_count=count),
+        concurrency=1, lease_seconds=args.lease_seconds,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.drain:
+        stats = hunts.run(drain=True, stop=stop)
+        poison.run(drain=True, stop=stop)
+    else:
+        poison_thread = threading.Thread(target=poison.run, kwargs={"stop": stop}, daemon=True)
+        poison_thread.start()
+        try:
+            stats = hunts.run(stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            stats = hunts.stats
+        poison_thread.join(10)
+    logging.getLogger(__name__).info("worker stopped: %s processed, %s poisoned, %s dead-lettered from poison",
+                                     stats.processed, stats.poisoned, poison.stats.processed)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("HUNT_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "enqueue":
+            return _enqueue(args)
+        if args.command == "grant-permission":
+            return grant_permission.run(args)
+    except HuntRelayError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 1

@@ -1,0 +1,109 @@
+"""What an API response means for the hunt: a pure decision, tested as a table.
+
+    status                               verdict     why
+    200                                  Success     rows follow
+    429                                  Throttled   the tenant's quota; the delay comes from shared.core.delays
+    400 "exceeded the allowed result     Terminal    the query as written returns too much: narrow it
+        size"
+    400 "preempted"                      Terminal    the query used too many resources: narrow it
+    400 (anything else)                  Terminal    the KQL or the request body is wrong
+    401                                  Terminal    the token is not accepted (audience, tenant, expiry)
+    403                                  Terminal    the identity lacks the API's application permission
+    404, 405, 413, other 4xx             Terminal    wrong endpoint or request: retrying cannot help
+    408, 500, 502, 503, 504, other 5xx   Transient   the service or the path to it failed: try again later
+    a connection error or timeout        Transient   (decided by the client: no status to classify)
+
+Terminal verdicts carry a code, the service's message and a hint a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from shared.core.apis import ApiSpec
+
+NARROW_HINT = ("narrow the query: a shorter time range (where Timestamp > ago(1d)), fewer columns (project), "
+               "a filter on DeviceName or AccountName, or summarize instead of returning raw rows")
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: str
+    message: str
+    http_status: int | None = None
+    hint: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        result: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.http_status is not None:
+            result["http_status"] = self.http_status
+        if self.hint:
+            result["hint"] = self.hint
+        return result
+
+
+@dataclass(frozen=True)
+class Success:
+    pass
+
+
+@dataclass(frozen=True)
+class Throttled:
+    pass
+
+
+@dataclass(frozen=True)
+class Transient:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Terminal:
+    error: ErrorInfo
+
+
+Verdict = Success | Throttled | Transient | Terminal
+
+
+def service_message(body: str) -> str:
+    """The `error.message` of the service's envelope, or the body's start when it has no envelope."""
+    try:
+        envelope = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        return body.strip()[:500]
+    if isinstance(envelope, dict):
+        error = envelope.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])[:2000]
+        if isinstance(envelope.get("error_description"), str):
+            return str(envelope["error_description"])[:2000]
+    return body.strip()[:500]
+
+
+def classify(status: int, body: str, api: ApiSpec) -> Verdict:
+    if 200 <= status < 300:
+        return Success()
+    if status == 429:
+        return Throttled()
+    message = service_message(body)
+    lowered = message.lower()
+    if status == 400:
+        if "allowed result size" in lowered:
+            return Terminal(ErrorInfo("ResultTooLarge", message, status, "the result is too large; " + NARROW_HINT))
+        if "preempted" in lowered:
+            return Terminal(ErrorInfo("QueryPreempted", message, status, "the query was too costly; " + NARROW_HINT))
+        return Terminal(ErrorInfo("QueryError", message, status, "fix the KQL (or the request) and send it again"))
+    if status == 401:
+        return Terminal(ErrorInfo("Unauthorized", message, status,
+                                  f"the {api.title} API refused the token: check that it was issued for "
+                                  f"{api.hosts['public']} (HUNT_CLOUD, HUNT_API) in the right tenant"))
+    if status == 403:
+        return Terminal(ErrorInfo("Forbidden", message, status,
+                                  f"grant the application permission {api.role} on '{api.resource_name}' to the "
+                                  f"relay's identity (python -m shared grant-permission --principal-id <id> "
+                                  f"--api {api.name}); new roles can take minutes to reach tokens"))
+    if status == 408 or status >= 500:
+        return Transient(f"HTTP {status} from the {api.name} API: {message[:200]}")
+    return Terminal(ErrorInfo("RequestRejected", message, status,
+                              "check HUNT_API_BASE_URL and HUNT_API: the service did not accept the request"))

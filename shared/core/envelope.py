@@ -1,0 +1,66 @@
+"""The result envelope a destination receives (see the README's "Result envelope").
+
+    id, status ("succeeded" | "failed"), api, query | template, context, attempts, submitted_at, completed_at,
+    row_count, truncated, schema [{name, type}], stats, then results (or results_url) | error {code, message, ...}
+
+Pure: times are passed in. For a success the rows are streamed between `head` and `tail` (see result_formats).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.adapters.hunting_client import Column
+from shared.core.classify import NARROW_HINT, ErrorInfo
+from shared.core.hunt_request import HuntRequest
+
+ROW_CAP = 100_000  # the service's documented cap; a result of exactly this size may be truncated
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def head(request: HuntRequest, status: str) -> dict[str, Any]:
+    envelope: dict[str, Any] = {"id": request.id, "status": status, "api": request.api}
+    if request.template is not None:
+        envelope["template"] = request.template
+        envelope["parameters"] = dict(request.parameters)
+    else:
+        envelope["query"] = request.query
+    if request.timespan is not None:
+        envelope["timespan"] = request.timespan
+    envelope["context"] = dict(request.context)
+    envelope["attempts"] = request.attempt
+    if request.first_enqueued_at is not None:
+        envelope["submitted_at"] = iso(request.first_enqueued_at)
+    return envelope
+
+
+def tail(*, row_count: int, columns: list[Column], stats: dict[str, Any] | None, completed_at: datetime,
+         row_cap: int = ROW_CAP) -> dict[str, Any]:
+    truncated = row_count >= row_cap
+    result: dict[str, Any] = {
+        "row_count": row_count,
+        "truncated": truncated,
+        "schema": [{"name": c.name, "type": c.type} for c in columns],
+    }
+    if truncated:
+        result["truncated_hint"] = f"the result reached the service's cap of {row_cap} rows; " + NARROW_HINT
+    if stats is not None:
+        result["stats"] = stats
+    result["completed_at"] = iso(completed_at)
+    return result
+
+
+def failure(request: HuntRequest | None, error: ErrorInfo, *, completed_at: datetime,
+            job_id: str | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A failed envelope; `request` is None when the message never became a hunt request."""
+    if request is not None:
+        envelope = head(request, "failed")
+    else:
+        envelope = {"id": job_id, "status": "failed", "context": context or {}}
+    envelope["completed_at"] = iso(completed_at)
+    envelope["error"] = error.as_dict()
+    return envelope

@@ -1,0 +1,75 @@
+"""The quota gate's decision, as a table: admit, or wait until the pause or the fullest window ends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.adapters.quota_table import Admit, Wait, Window, admitted, counts_at, decide
+
+NOW = datetime(2026, 11, 23, 12, 0, 42, tzinfo=UTC)   # 42 s into a minute, 42 s into an hour
+MINUTE, HOUR = Window(60, 45), Window(3600, 1500)
+
+
+def no_jitter() -> float:
+    return 0.0
+
+
+@pytest.mark.parametrize(("paused_until", "counts", "expected"), [
+    (None, [0, 0], Admit()),
+    (None, [44, 1499], Admit()),
+    (None, [45, 0], Wait(18.0, "the shared call budget for this window is spent")),
+    (None, [0, 1500], Wait(3558.0, "the shared call budget for this window is spent")),
+    (None, [45, 1500], Wait(3558.0, "the shared call budget for this window is spent")),
+    (NOW + timedelta(seconds=30), [0, 0], Wait(30.0, "paused by a 429")),
+    (NOW - timedelta(seconds=1), [0, 0], Admit()),
+])
+def test_the_gate_admits_or_says_how_long_to_wait(paused_until, counts, expected):
+    assert decide(now=NOW, paused_until=paused_until, counts=counts, windows=[MINUTE, HOUR], rand=no_jitter) == expected
+
+
+def test_windows_are_aligned_on_the_epoch_like_the_services():
+    assert MINUTE.start(NOW) == int(NOW.timestamp()) - 42
+    assert MINUTE.seconds_left(NOW) == 18.0
+
+
+def test_jitter_only_adds_and_stays_under_a_second():
+    verdict = decide(now=NOW, paused_until=None, counts=[45], windows=[MINUTE], rand=lambda: 0.999)
+    assert isinstance(verdict, Wait) and 18.0 <= verdict.seconds < 19.0
+
+
+def admit_at(state, *moments):
+    for moment in moments:
+        state = admitted(state, [MINUTE, HOUR], moment)
+    return state
+
+
+def test_admissions_are_counted_in_every_window_and_a_new_window_starts_from_zero():
+    state = admit_at({}, NOW, NOW, NOW)
+    assert counts_at(state, [MINUTE, HOUR], NOW) == [3, 3]
+    next_minute = NOW + timedelta(seconds=30)
+    assert counts_at(state, [MINUTE, HOUR], next_minute) == [0, 3]
+    assert counts_at(admit_at(state, next_minute), [MINUTE, HOUR], next_minute) == [1, 4]
+    assert counts_at(state, [MINUTE, HOUR], NOW + timedelta(hours=1)) == [0, 0]
+
+
+def test_a_call_admitted_in_a_windows_last_moment_takes_a_slot_in_the_next_window_too():
+    last_moment = NOW + timedelta(seconds=17.5)   # 0.5 s before the minute ends
+    state = admit_at({}, NOW, last_moment)
+    assert counts_at(state, [MINUTE, HOUR], last_moment) == [2, 2]
+    just_after = NOW + timedelta(seconds=18.2)
+    assert counts_at(state, [MINUTE], just_after) == [1]           # the late call, carried over
+    assert counts_at(admit_at(state, just_after), [MINUTE], just_after) == [2]
+    two_minutes_on = NOW + timedelta(seconds=90)
+    assert counts_at(state, [MINUTE], two_minutes_on) == [0]       # a carry reaches only the next window
+
+
+@pytest.mark.parametrize(("window", "seconds_into", "at_edge"), [
+    (Window(60, 45), 58.9, False), (Window(60, 45), 59.0, True), (Window(60, 45), 59.9, True),
+    (Window(10, 20), 9.4, False), (Window(10, 20), 9.5, True),     # short windows: the last 5%
+    (Window(3600, 1500), 3598.9, False), (Window(3600, 1500), 3599.2, True),
+])
+def test_the_edge_is_the_last_second_or_the_last_twentieth_of_short_windows(window, seconds_into, at_edge):
+    start = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    assert window.at_edge(start + timedelta(seconds=seconds_into)) is at_edge

@@ -1,0 +1,123 @@
+"""Settings: read once, validated all at once, every problem naming the setting and the fix."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pytest
+
+from shared.core.errors import SettingsError
+from shared.core.settings import load_settings
+
+STORAGE = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
+                                  "QueueEndpoint=http://127.0.0.1:1/a"}
+
+
+def test_defaults_give_a_working_relay_with_a_blob_destination():
+    settings = load_settings(STORAGE)
+    assert (settings.queue, settings.api, settings.cloud) == ("hunts", "mde", "public")
+    assert settings.auth == "managed_identity"
+    assert settings.poison_queue == "hunts-poison"
+    assert settings.default_destination == "default"
+    assert settings.destinations["default"].container == "hunt-results"
+
+
+def test_all_problems_are_reported_together_each_naming_its_setting():
+    with pytest.raises(SettingsError) as error:
+        load_settings({"HUNT_API": "sentinel", "HUNT_CLOUD": "mars", "HUNT_AUTH": "client_secret",
+                       "HUNT_MAX_AGE": "forever"})
+    text = str(error.value)
+    for name in ("AzureWebJobsStorage", "HUNT_API", "HUNT_CLOUD", "AZURE_TENANT_ID", "AZURE_CLIENT_ID",
+                 "AZURE_CLIENT_SECRET", "HUNT_MAX_AGE"):
+        assert name in text
+
+
+def test_an_unresolved_key_vault_reference_is_a_missing_secret():
+    env = {**STORAGE, "HUNT_AUTH": "client_secret", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c",
+           "AZURE_CLIENT_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/app/)"}
+    with pytest.raises(SettingsError, match="AZURE_CLIENT_SECRET is an unresolved Key Vault reference"):
+        load_settings(env)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+def test_named_destinations_are_parsed_and_webhook_secrets_come_from_their_setting():
+    destinations = {"soc": {"type": "webhook", "url": "https://soc.example/hook", "secret_setting": "SOC_SECRET"},
+                    "archive": {"type": "blob", "container": "archive", "prefix": "hunts/"}}
+    first, second = new_secret(), new_secret()
+    settings = load_settings({**STORAGE, "HUNT_DESTINATIONS": json.dumps(destinations),
+                              "HUNT_DEFAULT_DESTINATION": "archive", "SOC_SECRET": f"{first} {second}"})
+    assert settings.destinations["soc"].secrets == (first, second)
+    assert settings.destinations["archive"].prefix == "hunts/"
+    assert settings.default_destination == "archive"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("{not json", "HUNT_DESTINATIONS is not valid JSON"),
+    ('["a"]', "must be a JSON object"),
+    ('{"x": {"type": "ftp"}}', "'type' must be 'blob' or 'webhook'"),
+    ('{"x": {"type": "blob", "container": "Bad_Name"}}', "valid blob container name"),
+    ('{"x": {"type": "webhook", "url": "https://a.example", "secret_setting": "MISSING"}}', "MISSING is not set"),
+])
+def test_malformed_destinations_are_explained(value, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings({**STORAGE, "HUNT_DESTINATIONS": value})
+
+
+def test_plain_http_api_base_url_needs_loopback_and_the_loopback_setting():
+    with pytest.raises(SettingsError, match="HUNT_API_BASE_URL"):
+        load_settings({**STORAGE, "HUNT_API_BASE_URL": "http://127.0.0.1:8080"})
+    with pytest.raises(SettingsError, match="HUNT_API_BASE_URL"):
+        load_settings({**STORAGE, "HUNT_API_BASE_URL": "http://api.example", "HUNT_ALLOW_LOOPBACK_HTTP": "true"})
+    ok = load_settings({**STORAGE, "HUNT_API_BASE_URL": "http://127.0.0.1:8080/", "HUNT_ALLOW_LOOPBACK_HTTP": "true"})
+    assert ok.api_base_url == "http://127.0.0.1:8080"
+
+
+def test_identity_based_storage_needs_no_connection_string():
+    settings = load_settings({"AzureWebJobsStorage__accountName": "huntrelay", "AzureWebJobsStorage__clientId": "c1",
+                              "AzureWebJobsStorage__credential": "managedidentity"})
+    assert settings.storage.queue_url == "https://huntrelay.queue.core.windows.net"
+    assert settings.storage.client_id == "c1"
+
+
+def test_a_webhook_secret_that_is_not_a_whsec_secret_is_a_settings_error_naming_it():
+    destinations = {"soc": {"type": "webhook", "url": "https://soc.example/hook", "secret_setting": "SOC_SECRET"}}
+    with pytest.raises(SettingsError, match=r"SOC_SECRET: secret #2: webhook secret must start with 'whsec_'"):
+        load_settings({**STORAGE, "HUNT_DESTINATIONS": json.dumps(destinations), "SOC_SECRET": new_secret() + " x"})
+    with pytest.raises(SettingsError, match=r"HUNT_INLINE_WEBHOOK_SECRETS: secret #1: .*base64"):
+        load_settings({**STORAGE, "HUNT_INLINE_WEBHOOK_SECRETS": "whsec_***"})
+
+
+def test_inline_webhook_secrets_sign_inline_urls():
+    secret = new_secret()
+    settings = load_settings({**STORAGE, "HUNT_INLINE_WEBHOOK_SECRETS": secret,
+                              "HUNT_WEBHOOK_ALLOWED_HOSTS": "hooks.example.com"})
+    assert settings.inline_webhook_secrets == (secret,)
+    assert secret not in repr(settings)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("not-base64!", "key #1 is not standard base64"),
+    (base64.b64encode(b"short").decode(), "key #1 decodes to 5 bytes"),
+    (base64.b64encode(os.urandom(32)).decode() + " %%%", "key #2 is not standard base64"),
+])
+def test_message_keys_must_be_long_random_base64_keys(value, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings({**STORAGE, "HUNT_MESSAGE_KEYS": value})
+
+
+def test_message_keys_are_read_in_order_the_signing_key_first():
+    first, second = os.urandom(32), os.urandom(48)
+    text = " ".join(base64.b64encode(k).decode() for k in (first, second))
+    assert load_settings({**STORAGE, "HUNT_MESSAGE_KEYS": text}).message_keys == (first, second)
+
+
+def test_a_destination_name_or_queue_with_a_trailing_newline_is_refused():
+    with pytest.raises(SettingsError, match=r"HUNT_DESTINATIONS\['soc\\n'\]: a name of letters"):
+        load_settings({**STORAGE, "HUNT_DESTINATIONS": json.dumps({"soc\n": {"type": "blob", "container": "abc"}})})
+    with pytest.raises(SettingsError, match="'queue' must be a valid queue name"):
+        load_settings({**STORAGE, "HUNT_DESTINATIONS": json.dumps({"q": {"type": "queue", "queue": "out\n"}})})
