@@ -41,11 +41,11 @@ from azure.storage.blob import ContainerClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `python bench/...`
 
 from bench.local_stack import LocalStack, apply_env, restore_env
-from shared.app.endings import Outcome
+from shared.app.config import load_settings
 from shared.app.relay import Relay
 from shared.app.worker import PortableWorker
 from shared.core.apis import APIS
-from shared.core.settings import load_settings
+from shared.core.outcome import Outcome
 
 QUERY = "DeviceInfo | project DeviceId, DeviceName, OSPlatform | take 5"
 TARGET_MS, TARGET_RATIO = 10.0, 5.0

@@ -10,8 +10,6 @@ Microsoft's public cloud) is skipped for an authority that is not one of Microso
 
 from __future__ import annotations
 
-import os
-
 from azure.core.credentials import TokenCredential
 from azure.identity import (
     CertificateCredential,
@@ -21,7 +19,7 @@ from azure.identity import (
 )
 
 from shared.core.apis import AUTHORITY_HOSTS
-from shared.core.settings import Settings, StorageConfig
+from shared.core.settings import Settings
 
 
 def authority_for(settings: Settings) -> str:
@@ -45,10 +43,11 @@ def api_credential(settings: Settings) -> TokenCredential:
                                  authority=authority, disable_instance_discovery=custom_authority)
 
 
-def storage_credential(storage: StorageConfig) -> TokenCredential:
+def storage_credential(settings: Settings) -> TokenCredential:
     """The identity for identity-based storage connections (AzureWebJobsStorage__clientId when user-assigned).
     Outside Azure (no managed identity endpoint: a laptop running `enqueue`), the developer's own sign-in."""
-    if os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT"):
+    storage = settings.storage
+    if settings.identity_endpoint:
         return ManagedIdentityCredential(client_id=storage.client_id) if storage.client_id \
             else ManagedIdentityCredential()
     return DefaultAzureCredential(managed_identity_client_id=storage.client_id)

@@ -18,8 +18,8 @@ from typing import Any
 
 from azure.storage.blob import ContainerClient
 
+from shared.adapters.blob_writer import write_json_create_only
 from shared.core.envelope import iso
-from shared.delivery.blob import write_json_create_only
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ NO_PROXY and the proxy variables work exactly as requests documents them.
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 
 import requests
@@ -18,6 +19,27 @@ from requests.adapters import HTTPAdapter
 
 HOST_POOLS = 8        # hosts kept pooled at once: the API, blob, queue and table endpoints, with room to spare
 POOL_SIZE = 32        # connections kept per host: above the worker's concurrency and the block uploads
+
+
+def read_capped(response: requests.Response, limit: int, *, max_seconds: float | None = None,
+                partial_on_error: bool = False) -> bytes:
+    """At most `limit` bytes of the body, read for at most `max_seconds`; the response is closed. An error while
+    reading propagates (requests.RequestException, OSError), or with `partial_on_error` ends the read with what
+    came (a webhook's status is already known: a broken body only shortens the snippet)."""
+    chunks: list[bytes] = []
+    size, started = 0, time.monotonic()
+    try:
+        for chunk in response.iter_content(chunk_size=8192):
+            chunks.append(chunk[: limit - size])
+            size += len(chunks[-1])
+            if size >= limit or (max_seconds is not None and time.monotonic() - started > max_seconds):
+                break
+    except (requests.RequestException, OSError):
+        if not partial_on_error:
+            raise
+    finally:
+        response.close()
+    return b"".join(chunks)
 
 
 def pooled_session() -> requests.Session:

@@ -24,23 +24,16 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
+from shared.adapters.http_session import read_capped
 from shared.core.apis import APIS, ApiSpec, Cloud
+from shared.core.errors import StreamBroken
+from shared.core.rows import Column
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 ERROR_BODY_LIMIT = 64 * 1024
 CHUNK_BYTES = 256 * 1024
-
-
-class StreamBroken(Exception):
-    """The 200 response ended before its JSON did (reset, timeout or truncation mid-body): transient."""
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
 
 
 @dataclass(frozen=True)
@@ -156,19 +149,8 @@ class HuntingClient:
         if response.status_code == 200:
             return ResultStream(response, spec)
         try:
-            text = _read_capped(response)
+            text = read_capped(response, ERROR_BODY_LIMIT).decode("utf-8", "replace")
         except (requests.RequestException, OSError) as error:
             return TransportFailure(f"the {api} API's error response broke: {type(error).__name__}")
         return ApiReply(response.status_code, dict(response.headers), text)
 
-
-def _read_capped(response: requests.Response) -> str:
-    data = b""
-    try:
-        for chunk in response.iter_content(8192):
-            data += chunk
-            if len(data) >= ERROR_BODY_LIMIT:
-                break
-    finally:
-        response.close()
-    return data[:ERROR_BODY_LIMIT].decode("utf-8", "replace")

@@ -13,7 +13,7 @@ name again). Response bodies are read up to a cap and never logged.
     └── DeliveryRetryable
         └── DeliveryFailed      DNS failure, connection error, timeout, TLS failure: worth retrying later
 
-A response with any status is a value (`SendResult`), not an error; only 2xx counts as delivered (a 3xx is a
+A response with any status is a value (`PostResult`), not an error; only 2xx counts as delivered (a 3xx is a
 failure: the redirect is not followed).
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
@@ -34,15 +33,15 @@ from requests.adapters import HTTPAdapter
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from shared.adapters.http_session import read_capped
 from shared.core.address_policy import (
     Destination,
     IPAddress,
     OutboundPolicy,
     check_addresses,
     parse_destination,
-    redact_url,
 )
-from shared.core.errors import DeliveryRetryable
+from shared.core.errors import DeliveryFailed
 
 if TYPE_CHECKING:
     from requests.adapters import _HostParams, _PoolKwargs
@@ -60,15 +59,6 @@ def resolve_with_getaddrinfo(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in answers))
 
 
-class DeliveryFailed(DeliveryRetryable):
-    """The webhook could not be reached or did not answer in time; the request may or may not have arrived."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = redact_url(url)
-        self.reason = reason
-        super().__init__(f"webhook {self.url} failed: {reason}")
-
-
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 5.0
@@ -76,15 +66,11 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
-class SendResult:
+class PostResult:
     status: int
     headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict)
     body_snippet: bytes  # at most `max_body_bytes`; never log it
     address: str  # the checked address the request was sent to
-
-    @property
-    def delivered(self) -> bool:
-        return 200 <= self.status < 300
 
 
 class _PinnedHostnameAdapter(HTTPAdapter):
@@ -157,7 +143,7 @@ class SafeSender:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], *, inline: bool) -> SendResult:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], *, inline: bool) -> PostResult:
         """POST `body` to `url`. `inline`: the URL came in a message, so its host must be on the allowlist.
 
         Raises DestinationRefused (terminal) or DeliveryFailed (retryable); any HTTP status is returned.
@@ -181,7 +167,7 @@ class SafeSender:
 
     def _post_to(
         self, address: IPAddress, destination: Destination, body: bytes, headers: Mapping[str, str]
-    ) -> SendResult | None:
+    ) -> PostResult | None:
         """The response, or None when no connection could be opened (nothing was sent: the next address may try)."""
         netloc = f"[{address}]" if isinstance(address, IPv6Address) else str(address)
         pinned_url = f"{destination.scheme}://{netloc}:{destination.port}{destination.target}"
@@ -207,22 +193,9 @@ class SafeSender:
             # str(error) would carry the path and query (a SAS signature): name the kind of failure only.
             raise DeliveryFailed(destination.url, f"{type(error).__name__} talking to {destination.host}") from None
         with response:
-            snippet = self._read_capped(response)
-            return SendResult(response.status_code, response.headers, snippet, str(address))
-
-    def _read_capped(self, response: requests.Response) -> bytes:
-        # The status is already known: a slow or broken body only shortens the snippet.
-        chunks: list[bytes] = []
-        size, started = 0, time.monotonic()
-        try:
-            for chunk in response.iter_content(chunk_size=8192):
-                chunks.append(chunk[: self._max_body_bytes - size])
-                size += len(chunks[-1])
-                if size >= self._max_body_bytes or time.monotonic() - started > self._timeouts.read:
-                    break
-        except requests.exceptions.RequestException:
-            pass
-        return b"".join(chunks)
+            snippet = read_capped(response, self._max_body_bytes, max_seconds=self._timeouts.read,
+                                  partial_on_error=True)
+            return PostResult(response.status_code, response.headers, snippet, str(address))
 
     def _resolve_identity_endpoint(self) -> frozenset[IPAddress]:
         host = self._policy.identity_host

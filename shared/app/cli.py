@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Sequence
 
 from shared.app import grant_permission
+from shared.app.config import load_settings
 from shared.core.apis import API_NAMES
 from shared.core.errors import HuntRelayError
 from shared.core.hunt_request import FORMATS, decode_hunt_request
-from shared.core.settings import load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +92,7 @@ def _worker(args: argparse.Namespace) -> int:
     from shared.app.worker import PortableWorker
 
     settings = load_settings(os.environ)
+    logging.getLogger().setLevel(settings.log_level)
     relay = Relay(settings)
     relay.ensure_resources()
     hunts = PortableWorker(
@@ -125,8 +126,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("HUNT_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = _parser().parse_args(argv)
     try:
         if args.command == "worker":

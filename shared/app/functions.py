@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import os
 
-from shared.app.endings import Outcome
+from shared.app.config import load_settings
 from shared.app.relay import Relay
-from shared.core.settings import load_settings
+from shared.core.outcome import Outcome
 
 
 @functools.cache

@@ -39,7 +39,15 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.core.apis import API_NAMES, APIS, CLOUD_NAMES, Cloud
-from shared.core.errors import HuntRelayError
+from shared.core.errors import (
+    GrantError,
+    GrantNotAllowed,
+    GraphRequestFailed,
+    PrincipalNotFound,
+    ResourceNotFound,
+    RoleNotFound,
+    SignInFailed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,34 +59,6 @@ REQUIRED_RIGHTS = (
 )
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")  # with fullmatch
 _TIMEOUT = 30.0
-
-
-class GrantError(HuntRelayError):
-    """The role could not be granted; the message says why and what to do."""
-
-
-class SignInFailed(GrantError):
-    pass
-
-
-class GrantNotAllowed(GrantError):
-    pass
-
-
-class PrincipalNotFound(GrantError):
-    pass
-
-
-class ResourceNotFound(GrantError):
-    pass
-
-
-class RoleNotFound(GrantError):
-    pass
-
-
-class GraphRequestFailed(GrantError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,16 @@
-"""The hunt processor: one queue message in, one outcome out. The same code runs under the Functions host and the
-portable worker.
+"""The hunt processor: one queue message in, one Outcome out. The same code runs under the Functions host and the
+portable worker. It asks the core and tells the adapters:
 
-    decode -> resolve destination -> already delivered? -> query (raw or template) -> call the API
-      -> classify -> deliver | re-enqueue with a delay | fail (failure envelope + dead-letter record)
+    decode -> resolve the destination -> already delivered? -> query (raw or template) -> the quota gate
+      -> call the API -> classify -> deliver | retry (shared.core.retry_policy.decide) | fail
 
-A destination that answers "not now" to a result (a webhook's 5xx or 429, a queue that did not take the message)
-gets a delivery-only retry (and so does a failure envelope: shared.app.endings): the rendered body is kept
-(shared.delivery.pending) and only then a copy marked `pending_delivery` is enqueued, after the destination's
-Retry-After or else the transient backoff. Such a copy skips the gate and the API: it sends the kept body again to
-the hunt's own destination (same `webhook-id`, signed afresh). The limits (HUNT_MAX_ATTEMPTS, HUNT_MAX_AGE) and a
-410 end it with a dead-letter record naming the kept body (no failure envelope to a destination that refuses); a
-missing body ends it with a failure.
+A message sink (webhook, queue) that answers NotNow to a result gets a delivery-only retry: the rendered body is
+kept (shared.delivery.pending) and only then a copy marked `pending_delivery` is enqueued. Such a copy skips the
+gate and the API: it sends the kept body again to the hunt's own destination (same `webhook-id`, signed afresh).
+The limits (HUNT_MAX_ATTEMPTS, HUNT_MAX_AGE) and a Refused end it with a dead-letter record naming the kept body
+(no failure envelope to a destination that refuses); a missing body ends it with a failure.
 
-Every path ends in an Outcome value (shared.app.endings) and the queue message can then be completed: a message that
+Every path ends in an Outcome (shared.core.outcome) and the queue message can then be completed: a message that
 can never succeed is answered once (dead letter, and a failed envelope where a destination resolves), never thrown
 back to the host to burn its dequeues. Exceptions escape only when storage itself fails (the host then retries
 the message, which is safe: every sink is idempotent on the job id).
@@ -28,35 +26,27 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError
 
 from shared.adapters.dead_letters import DeadLetters
-from shared.adapters.hunting_client import ApiReply, ApiResult, ResultStream, StreamBroken, TransportFailure
-from shared.adapters.quota_table import Admit, Wait
-from shared.app.endings import HuntEndings, MessageInfo, Outcome
+from shared.adapters.hunting_client import ApiReply, ApiResult, ResultStream, TransportFailure
+from shared.app.endings import HuntEndings, Job
 from shared.core.apis import APIS
 from shared.core.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
-from shared.core.delays import throttle_delay, transient_delay
-from shared.core.errors import DeliveryRefused, DeliveryRetryable, InvalidHuntRequest
+from shared.core.errors import DeliveryRefused, InvalidHuntRequest, PendingConflict, StreamBroken
 from shared.core.hunt_request import HuntRequest, decode_hunt_request
+from shared.core.outcome import Cause, MessageInfo, Outcome
+from shared.core.quota import Admit, Wait
 from shared.core.relay_mark import MessageMark
-from shared.core.result_formats import ResultSummary
+from shared.core.retry_policy import Cause as RetryCause
+from shared.core.retry_policy import DestinationNotNow, GateWait, GiveUp, Limits, TransientFault, decide
+from shared.core.retry_policy import Throttled as ThrottledCause
 from shared.core.settings import Settings
-from shared.delivery.pending import Kept, PendingConflict, PendingDeliveries, PreparedBody, Resendable, Sent
+from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink
+from shared.delivery.pending import Kept, PendingDeliveries, Sent
 from shared.delivery.targets import Target, resolve_destination
 
 logger = logging.getLogger(__name__)
 
-
-class Delivery(Protocol):
-    @property
-    def location(self) -> str: ...
-    @property
-    def summary(self) -> ResultSummary | None: ...
-
-
-class Sink(Protocol):
-    def already_delivered(self, request: HuntRequest) -> bool: ...
-    def deliver_result(self, request: HuntRequest, stream: ResultStream,
-                       clock: Callable[[], datetime]) -> Delivery: ...
-    def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> Delivery: ...
+_OUTCOME_OF: dict[type, Cause] = {ThrottledCause: Cause.THROTTLED, TransientFault: Cause.TRANSIENT,
+                                  GateWait: Cause.GATE_WAIT, DestinationNotNow: Cause.DELIVERY_RETRY}
 
 
 class Gate(Protocol):
@@ -72,76 +62,72 @@ class Runner(Protocol):
 
 class HuntProcessor:
     def __init__(self, *, settings: Settings, client: Runner, sink_for: Callable[[Target], Sink],
-                 dead_letters: DeadLetters, requeue: Callable[[str, int], None], gate: Gate | None,
+                 dead_letters: DeadLetters, requeue: Callable[[str, float], None], gate: Gate | None,
                  render_template: Callable[[str, dict[str, Any]], str] | None,
                  clock: Callable[[], datetime], rand: Callable[[], float], mark: MessageMark | None = None,
                  pending: PendingDeliveries | None = None) -> None:
         self._settings = settings
-        self._mark = mark
         self._client = client
         self._sink_for = sink_for
         self._gate = gate
         self._render_template = render_template
         self._clock = clock
         self._rand = rand
+        self._mark = mark
         self._pending = pending   # None: no delivery-only retries; a result not taken re-runs the hunt
-        self._end = HuntEndings(settings=settings, dead_letters=dead_letters, requeue=requeue, clock=clock,
-                                rand=rand, mark=mark, pending=pending)
+        self._limits = Limits(max_attempts=settings.max_attempts, max_age_seconds=settings.max_age_seconds)
+        self._end = HuntEndings(queue_name=settings.queue, limits=self._limits, dead_letters=dead_letters,
+                                requeue=requeue, clock=clock, rand=rand, encode=self._encode, pending=pending)
+
+    def _encode(self, request: HuntRequest) -> str:
+        return request.to_message(self._mark)
 
     def _decode(self, message: MessageInfo) -> HuntRequest:
         return decode_hunt_request(message.raw, message_id=message.message_id, default_api=self._settings.api,
                                    now=self._clock(), mark=self._mark)
 
-    def _sink_named(self, destination: str | None) -> Sink:
-        return self._sink_for(resolve_destination(destination, self._settings))
+    def _target(self, destination: str | None) -> Target | Refused:
+        return resolve_destination(destination, self._settings)
 
     def process(self, message: MessageInfo) -> Outcome:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as error:
-            return self._end.reject(message, error, self._sink_named)
+            return self._end.reject(message, error, self._target, self._sink_for)
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
         if request.dropped:
             logger.warning("hunt %s: the message set relay-kept fields without the relay's mark (%s); they were "
                            "dropped and the hunt runs as a fresh one", request.id, ", ".join(request.dropped))
-        try:
-            sink = self._sink_named(request.destination)
-        except DeliveryRefused as error:
-            return self._end.fail(message, request, None, ErrorInfo("DestinationRefused", str(error)))
+        target = self._target(request.destination)
+        if isinstance(target, Refused):
+            return self._end.fail(Job(message, request, None), ErrorInfo("DestinationRefused", target.reason))
+        job = Job(message, request, self._sink_for(target))
         if request.pending_delivery is not None:
-            return self._redeliver(message, request, sink)
-        if sink.already_delivered(request):
+            return self._redeliver(job)
+        if not isinstance(job.sink, MessageSink) and job.sink is not None and job.sink.already_delivered(request):
             logger.info("hunt %s: already delivered, completing the redelivered message", request.id)
-            return Outcome(request.id, "duplicate", "already delivered", request.api)
+            return Outcome(request.id, Cause.DUPLICATE, "already delivered", request.api)
         try:
             query = self._query_of(request)
-        except (InvalidHuntRequest, KeyError, ValueError) as error:
-            return self._end.fail(message, request, sink, ErrorInfo("InvalidTemplate", str(error)))
+        except InvalidHuntRequest as error:
+            return self._end.fail(job, ErrorInfo("InvalidTemplate", str(error)))
         if self._gate is not None:
             verdict = self._gate.admit(request.api)
-            if isinstance(verdict, Wait):
-                # The same attempt goes back on the queue: no call was spent.
-                return self._end.defer(message, request, sink, verdict.reason, verdict.seconds)
+            if isinstance(verdict, Wait):   # the same attempt goes back on the queue: no call was spent
+                return self._retry(job, GateWait(verdict.seconds, verdict.reason))
         reply = self._client.run(request.api, query, request.timespan)
         if isinstance(reply, TransportFailure):
-            return self._retry(message, request, sink, reply.reason, None)
+            return self._retry(job, TransientFault(reply.reason))
         if isinstance(reply, ApiReply):
-            return self._answer(message, request, sink, reply)
+            return self._answer(job, reply)
         try:
-            if self._pending is not None and isinstance(sink, Resendable):
-                return self._deliver_once(message, request, sink, sink.prepare_result(request, reply, self._clock))
-            delivery = sink.deliver_result(request, reply, self._clock)
+            return self._deliver(job, reply)
         except StreamBroken as error:
-            return self._retry(message, request, sink, str(error), None)
-        except DeliveryRefused as error:
-            return self._end.fail(message, request, None, ErrorInfo("DeliveryRefused", str(error)))
-        except DeliveryRetryable as error:
-            return self._retry(message, request, sink, str(error), error.retry_after)
+            return self._retry(job, TransientFault(str(error)))
+        except DeliveryRefused as error:   # a result too big for its destination, and no link can be signed
+            return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
         finally:
             reply.close()
-        rows = delivery.summary.row_count if delivery.summary else None
-        logger.info("hunt %s: delivered %s rows to %s", request.id, rows, delivery.location)
-        return Outcome(request.id, "delivered", "", request.api, rows, delivery.location)
 
     def process_poison(self, message: MessageInfo) -> Outcome:
         """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it.
@@ -154,21 +140,19 @@ class HuntProcessor:
         except Exception as error:
             logger.error("message %s: the poison handler failed (%s); recording the raw message", message.message_id,
                          type(error).__name__)
-            return self._end.record_unreadable(message, type(error).__name__)
+            return self._end.unreadable(message, type(error).__name__)
 
     def _process_poison(self, message: MessageInfo) -> Outcome:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as invalid:
-            return self._end.reject(message, invalid, self._sink_named)
+            return self._end.reject(message, invalid, self._target, self._sink_for)
         error = ErrorInfo("Poison", f"the hunt could not be processed in {self._settings.max_dequeue_count} "
                                     "deliveries (the handler failed each time); it was not run again",
                           hint="check the relay's logs for this job id; send the hunt again once fixed")
-        try:
-            sink: Sink | None = self._sink_named(request.destination)
-        except DeliveryRefused:
-            sink = None
-        return self._end.fail(message, request, sink, error, best_effort=True)
+        target = self._target(request.destination)
+        sink = self._sink_for(target) if isinstance(target, Target) else None
+        return self._end.fail(Job(message, request, sink), error, best_effort=True, cause=Cause.POISON)
 
     def _query_of(self, request: HuntRequest) -> str:
         if request.query is not None:
@@ -181,87 +165,85 @@ class HuntProcessor:
         assert request.template is not None
         return self._render_template(request.template, dict(request.parameters))
 
-    def _answer(self, message: MessageInfo, request: HuntRequest, sink: Sink, reply: ApiReply) -> Outcome:
-        verdict = classify(reply.status, reply.body, APIS[request.api])
+    def _answer(self, job: Job, reply: ApiReply) -> Outcome:
+        verdict = classify(reply.status, reply.body, APIS[job.request.api])
         if isinstance(verdict, Terminal):
-            return self._end.fail(message, request, sink, verdict.error)
+            return self._end.fail(job, verdict.error)
         if isinstance(verdict, Throttled):
-            delay = throttle_delay(reply.headers, reply.body, attempt=request.attempt, now=self._clock(),
-                                   rand=self._rand, max_delay=self._end.remaining_lifetime(request))
-            logger.info("hunt %s: throttled by the %s API, back in %.1f s (from the %s)", request.id,
-                        request.api, delay.seconds, delay.source)
-            if self._gate is not None:
-                self._gate.throttled(request.api, delay.seconds)
-            return self._end.requeue_or_give_up(message, request, sink, f"HTTP 429 from the {request.api} API",
-                                                delay.seconds)
-        reason = verdict.reason if isinstance(verdict, Transient) else f"unexpected {verdict}"
+            return self._retry(job, ThrottledCause(reply.headers, reply.body, f"HTTP 429 from the {job.request.api} "
+                                                                               "API"))
         assert not isinstance(verdict, Success)
-        return self._retry(message, request, sink, reason, None)
+        return self._retry(job, TransientFault(verdict.reason if isinstance(verdict, Transient)
+                                               else f"unexpected {verdict}"))
 
-    def _retry(self, message: MessageInfo, request: HuntRequest, sink: Sink, reason: str,
-               retry_after: float | None) -> Outcome:
-        delay = transient_delay(request.attempt, rand=self._rand, max_delay=self._end.remaining_lifetime(request))
-        seconds = max(delay.seconds, retry_after or 0.0)
-        logger.warning("hunt %s: transient failure (%s), back in %.1f s", request.id, reason, seconds)
-        return self._end.requeue_or_give_up(message, request, sink, reason, seconds)
+    def _retry(self, job: Job, cause: RetryCause, hint: str | None = None) -> Outcome:
+        """The core decides (requeue after how long, as what copy, or give up); this carries it out."""
+        decision = decide(cause, job.request, self._limits, now=self._clock(), rand=self._rand, encode=self._encode,
+                          hint=hint)
+        if isinstance(cause, ThrottledCause) and self._gate is not None:
+            self._gate.throttled(job.request.api, decision.delay)   # every instance pauses, whatever this hunt does
+        if isinstance(decision, GiveUp):
+            # A destination that said "not now" is not sent the failure too: the record is the answer.
+            return self._end.fail(job.without_sink() if isinstance(cause, DestinationNotNow) else job, decision.error)
+        logger.info("hunt %s: %s (%s), back in %.1f s (from the %s)", job.id, _OUTCOME_OF[type(cause)], cause.reason,
+                    decision.delay, decision.source)
+        return self._end.requeue(job, decision, _OUTCOME_OF[type(cause)], cause.reason)
 
-    def _deliver_once(self, message: MessageInfo, request: HuntRequest, sink: Resendable,
-                      prepared: PreparedBody) -> Outcome:
-        """Sends a freshly prepared result; on "not now", keeps it and re-enqueues a delivery-only copy."""
-        assert self._pending is not None
+    def _deliver(self, job: Job, stream: ResultStream) -> Outcome:
+        request, sink = job.request, job.sink
+        assert sink is not None
+        if not isinstance(sink, MessageSink):
+            delivered = sink.deliver_result(request, stream, self._clock)
+            return self._delivered(job, delivered.rows, delivered.location)
+        prepared = sink.prepare_result(request, stream, self._clock)
         rows = prepared.summary.row_count if prepared.summary else None
+        sent = sink.send(request.id, prepared.body)
+        if isinstance(sent, Delivered):
+            return self._delivered(job, rows, sent.location)
+        if isinstance(sent, Refused):
+            return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", sent.reason))
+        if self._pending is None:
+            return self._retry(job, TransientFault(sent.reason, sent.retry_after))
         try:
-            sink.send(request.id, prepared.body)
-        except DeliveryRetryable as error:
-            try:
-                self._pending.keep(request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
-            except PendingConflict:
-                # The dead-letter record is this request's answer: its destination just refused to take anything.
-                return self._end.fail(message, request, None, ErrorInfo(
-                    "Conflict", f"another request under the job id {request.id} waits for its delivery; this one "
-                    "was not kept and the first is untouched", hint="give every distinct hunt its own id"),
-                    record_key=f"{request.id}.conflict.{request.digest()[:16]}")
-            return self._retry_delivery(message, request, str(error), error.retry_after)
-        logger.info("hunt %s: delivered %s rows to %s", request.id, rows, sink.location)
-        return Outcome(request.id, "delivered", "", request.api, rows, sink.location)
+            self._pending.keep(request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
+        except PendingConflict:
+            # The dead-letter record is this request's answer: its destination just refused to take anything.
+            return self._end.fail(job.without_sink(), ErrorInfo(
+                "Conflict", f"another request under the job id {request.id} waits for its delivery; this one "
+                "was not kept and the first is untouched", hint="give every distinct hunt its own id"),
+                record_key=f"{request.id}.conflict.{request.digest()[:16]}")
+        return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after), hint=self._kept_hint(request))
 
-    def _redeliver(self, message: MessageInfo, request: HuntRequest, sink: Sink) -> Outcome:
+    def _delivered(self, job: Job, rows: int | None, location: str, note: str = "") -> Outcome:
+        logger.info("hunt %s: delivered %s rows to %s%s", job.id, rows, location, f" ({note})" if note else "")
+        return Outcome(job.id, Cause.DELIVERED, note, job.request.api, rows, location)
+
+    def _redeliver(self, job: Job) -> Outcome:
         """A delivery-only copy: no gate, no API call; the kept body goes again to the hunt's own destination."""
-        if self._pending is None or not isinstance(sink, Resendable):
-            return self._end.fail(message, request, sink, ErrorInfo(
+        request, sink = job.request, job.sink
+        if self._pending is None or not isinstance(sink, MessageSink):
+            return self._end.fail(job, ErrorInfo(
                 "PendingDeliveryMissing", "the message asks for a delivery-only retry, which this destination "
                 "does not take; the hunt was not run", hint="send the hunt again without 'pending_delivery'"))
         kept = self._pending.load(request)
         if isinstance(kept, Sent):
             logger.info("hunt %s: the kept body was delivered already (%s); completing the copy", request.id,
                         kept.at)
-            return Outcome(request.id, "duplicate", "delivered on an earlier try", request.api)
+            return Outcome(request.id, Cause.DUPLICATE, "delivered on an earlier try", request.api)
         if not isinstance(kept, Kept):
             # Same webhook-id as the result: a receiver that already has it drops this failure as a duplicate.
-            return self._end.fail(message, request, sink, ErrorInfo(
+            return self._end.fail(job, ErrorInfo(
                 "PendingDeliveryMissing", kept.reason, hint="if the destination has not received this job, send "
                 "the hunt again without 'pending_delivery'"))
         logger.info("hunt %s: delivery-only retry, attempt %s", request.id, request.attempt)
-        try:
-            sink.send(request.id, sink.renewed(kept.body))
-        except DeliveryRefused as error:
-            return self._end.fail(message, request, None, ErrorInfo("DeliveryRefused", str(error),
-                                                                    hint=self._kept_hint(request)))
-        except DeliveryRetryable as error:
-            return self._retry_delivery(message, request, str(error), error.retry_after)
+        sent = sink.send(request.id, sink.renewed(kept.body))
+        if isinstance(sent, Refused):
+            return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", sent.reason,
+                                                                hint=self._kept_hint(request)))
+        if isinstance(sent, NotNow):
+            return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after), hint=self._kept_hint(request))
         self._pending.mark_sent(request, self._clock())
-        logger.info("hunt %s: delivered %s rows to %s on a delivery-only retry", request.id, kept.rows,
-                    sink.location)
-        return Outcome(request.id, "delivered", "delivery-only retry", request.api, kept.rows, sink.location)
-
-    def _retry_delivery(self, message: MessageInfo, request: HuntRequest, reason: str,
-                        retry_after: float | None) -> Outcome:
-        """The destination's Retry-After when it gave one, else the transient backoff; then the usual limits."""
-        delay = self._end.delivery_delay(request, retry_after)
-        logger.warning("hunt %s: the destination did not take the result (%s), delivery only in %.1f s",
-                       request.id, reason, delay)
-        return self._end.requeue_or_give_up(message, request, None, reason, delay,
-                                            copy=request.delivery_only(), hint=self._kept_hint(request))
+        return self._delivered(job, kept.rows, sent.location, "delivery-only retry")
 
     def _kept_hint(self, request: HuntRequest) -> str | None:
         if self._pending is None:

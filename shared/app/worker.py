@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.app.endings import Outcome
+from shared.core.outcome import Outcome, Status
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ NO_SDK_RETRIES = 0          # per-call azure-core option (retry_total): the call
 
 @dataclass
 class WorkerStats:
+    """Counts only, so that a worker that runs for months stays the same size (observers see each outcome)."""
+
     processed: int = 0
     failed_handler: int = 0
     poisoned: int = 0
-    outcomes: list[Outcome] = field(default_factory=list)
+    by_status: Counter[Status] = field(default_factory=Counter)
 
 
 class _Lease:
@@ -150,7 +153,7 @@ class PortableWorker:
         self._finish_quietly(lease, delete=True)
         with self._stats_lock:
             self.stats.processed += 1
-            self.stats.outcomes.append(outcome)
+            self.stats.by_status[outcome.status] += 1
 
     def _finish_quietly(self, lease: _Lease, *, delete: bool, visible_in: int = 0) -> None:
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import urlsplit
 
-from shared.core.errors import DeliveryRefused
+from shared.core.errors import DestinationRefused, redact_url
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -76,15 +76,6 @@ _V6_REFUSED: tuple[tuple[IPv6Network, str], ...] = tuple(
 )
 
 
-class DestinationRefused(DeliveryRefused):
-    """A webhook URL, or an address its host resolves to, that the relay will never send to."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = redact_url(url)
-        self.reason = reason
-        super().__init__(f"refused webhook URL {self.url}: {reason}")
-
-
 @dataclass(frozen=True)
 class OutboundPolicy:
     """What the deployment allows. `allow_loopback` is the local stack's switch (HUNT_ALLOW_LOOPBACK_HTTP): loopback
@@ -128,20 +119,6 @@ class Destination:
     def host_header(self) -> str:
         name = f"[{self.host}]" if isinstance(self.literal, IPv6Address) else self.host
         return name if self.port == _DEFAULT_PORTS[self.scheme] else f"{name}:{self.port}"
-
-
-def redact_url(url: str) -> str:
-    """The URL without userinfo, query or fragment, printable and bounded: safe for messages and logs."""
-    head = url.split("?", 1)[0].split("#", 1)[0]
-    hidden_query = "?<redacted>" if "?" in url else ""
-    scheme, sep, rest = head.partition("://")
-    if sep:
-        authority, slash, path = rest.partition("/")
-        if "@" in authority:
-            authority = "<userinfo>@" + authority.rpartition("@")[2]
-        head = f"{scheme}{sep}{authority}{slash}{path}"
-    printable = "".join(c if c.isprintable() else "?" for c in head)
-    return (printable[:200] + "...") if len(printable) > 200 else printable + hidden_query
 
 
 def host_is_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:

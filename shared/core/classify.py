@@ -66,19 +66,26 @@ class Terminal:
 Verdict = Success | Throttled | Transient | Terminal
 
 
-def service_message(body: str) -> str:
-    """The `error.message` of the service's envelope, or the body's start when it has no envelope."""
+def envelope_message(body: str) -> str | None:
+    """The message of the service's error envelope (`error.message`, or a token endpoint's `error_description`),
+    or None when the body is not such an envelope. The relay's one reader of the services' error bodies."""
     try:
         envelope = json.loads(body)
-    except (json.JSONDecodeError, RecursionError):
-        return body.strip()[:500]
+    except (ValueError, RecursionError):
+        return None
     if isinstance(envelope, dict):
         error = envelope.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:2000]
+            return str(error["message"])
         if isinstance(envelope.get("error_description"), str):
-            return str(envelope["error_description"])[:2000]
-    return body.strip()[:500]
+            return str(envelope["error_description"])
+    return None
+
+
+def service_message(body: str) -> str:
+    """The `error.message` of the service's envelope, or the body's start when it has no envelope."""
+    message = envelope_message(body)
+    return message[:2000] if message is not None else body.strip()[:500]
 
 
 def classify(status: int, body: str, api: ApiSpec) -> Verdict:

@@ -20,16 +20,15 @@ Order of trust for a 429 (the first that yields a number wins, ``Delay.source`` 
 
 Then a spreading jitter that only adds, ``rand() * min(2 s, 10% of the delay)``, so that hunts throttled
 together do not all return at one instant, yet never before the server said and never much later (a backlog
-must drain at the quota rate). Last, the caps: 7 days (the queue's maximum visibility timeout) and
-``max_delay`` (the message's remaining lifetime); a delay is never negative. The caps are the only thing that
-can bring the delay below the server's value.
+must drain at the quota rate). Last, the cap ``max_delay`` (the message's remaining lifetime); a delay is never
+negative. The cap is the only thing that can bring the delay below the server's value. The queue's own
+visibility limit, and whether to requeue at all, are the retry policy's (shared.core.retry_policy).
 
 Transient faults (5xx, timeouts, resets) use ``transient_delay``: the same backoff with shorter defaults.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -38,7 +37,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # Put Message's visibilitytimeout upper bound
+from shared.core.classify import envelope_message
+
 SPREAD_MAX_SECONDS = 2.0
 SPREAD_FRACTION = 0.10
 THROTTLE_BACKOFF_BASE = 10.0  # no hint at all: start near the scale of a one-minute quota window
@@ -72,11 +72,6 @@ class Delay:
 
     seconds: float
     source: Literal["header", "body", "backoff"]
-
-    @property
-    def visibility_timeout(self) -> int:
-        """Whole seconds for the queue, rounded up so the wait is never shorter than the decision."""
-        return min(math.ceil(self.seconds), MAX_VISIBILITY_SECONDS)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -137,20 +132,11 @@ def _duration_seconds(match: re.Match[str]) -> float | None:
     return _finite(total)
 
 
-def _error_message(body: str) -> str:
-    """The envelope's error.message when the body is that envelope, else the text itself."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        return body
-    error = document.get("error") if isinstance(document, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return message if isinstance(message, str) else body
-
-
 def retry_after_from_body(body: str, now: datetime) -> float | None:
     """Seconds to wait according to a 429 body (see the module docstring), or None when it states nothing."""
-    text = _error_message(body[:_MAX_BODY_CHARS])
+    head = body[:_MAX_BODY_CHARS]
+    message = envelope_message(head)
+    text = message if message is not None else head
     explicit = [_duration_seconds(match) for match in _EXPLICIT_RE.finditer(text)]
     stated = [seconds for seconds in explicit if seconds is not None]
     if stated:
@@ -175,7 +161,7 @@ def compute_backoff(attempt: int, *, base: float, cap: float, rand: Callable[[],
 
 def _spread_and_cap(seconds: float, rand: Callable[[], float], max_delay: float) -> float:
     spread = min(max(rand(), 0.0), 1.0) * min(SPREAD_MAX_SECONDS, SPREAD_FRACTION * seconds)
-    return max(0.0, min(seconds + spread, MAX_VISIBILITY_SECONDS, max_delay))
+    return max(0.0, min(seconds + spread, max_delay))
 
 
 def throttle_delay(
@@ -204,7 +190,7 @@ def transient_delay(
     attempt: int,
     *,
     rand: Callable[[], float],
-    max_delay: float = MAX_VISIBILITY_SECONDS,
+    max_delay: float = math.inf,
     base: float = TRANSIENT_BACKOFF_BASE,
     cap: float = TRANSIENT_BACKOFF_CAP,
 ) -> Delay:
@@ -214,4 +200,4 @@ def transient_delay(
     ``throttle_delay(..., backoff_base=base, backoff_cap=cap)``, which honours the header first.
     """
     seconds = compute_backoff(attempt, base=base, cap=cap, rand=rand)
-    return Delay(max(0.0, min(seconds, MAX_VISIBILITY_SECONDS, max_delay)), "backoff")
+    return Delay(max(0.0, min(seconds, max_delay)), "backoff")

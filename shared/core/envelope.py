@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.adapters.hunting_client import Column
 from shared.core.classify import NARROW_HINT, ErrorInfo
 from shared.core.hunt_request import HuntRequest
+from shared.core.rows import Column
 
 ROW_CAP = 100_000  # the service's documented cap; a result of exactly this size may be truncated
 

@@ -35,7 +35,7 @@ from shared.core.strict_json import JsonRefused, dumps_text, loads_object
 Format = Literal["json", "ndjson", "csv"]
 FORMATS = ("json", "ndjson", "csv")
 
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_QUEUE_MESSAGE_BYTES = 64 * 1024   # a queue message; a destination queue's envelopes: 48 KiB
 MAX_QUERY_BYTES = 60 * 1024
 MAX_CONTEXT_BYTES = 8 * 1024
 MAX_DESTINATION_CHARS = 2048
@@ -106,7 +106,7 @@ class HuntRequest:
         if self.first_enqueued_at is not None:
             body["first_enqueued_at"] = self.first_enqueued_at.isoformat()
         text = _marked(body, mark)
-        if "last_error" in body and len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        if "last_error" in body and len(text.encode("utf-8")) > MAX_QUEUE_MESSAGE_BYTES:
             # The last error is a convenience (logs and the failure envelope keep errors): drop it to fit.
             del body["last_error"]
             text = _marked(body, mark)
@@ -199,8 +199,8 @@ def message_json(raw: str | bytes) -> dict[str, Any]:
 
 def _text_of(raw: str | bytes) -> str:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise InvalidHuntRequest("", f"the message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    if len(data) > MAX_QUEUE_MESSAGE_BYTES:
+        raise InvalidHuntRequest("", f"the message is {len(data)} bytes; the limit is {MAX_QUEUE_MESSAGE_BYTES}")
     stripped = data.strip()
     if not stripped.startswith(b"{"):
         try:

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+from shared.core.errors import KqlValueError
+
 SCALAR_TYPES = ("string", "int", "long", "real", "bool", "datetime", "timespan", "guid", "ip",
                 "sha256", "sha1", "md5", "hostname", "upn")
 MAX_STRING_CHARS = 2048
@@ -53,16 +55,6 @@ MAX_LIST_ITEMS = 1000
 _TICKS_PER_SECOND = 10_000_000
 _TICKS_PER_DAY = 86_400 * _TICKS_PER_SECOND
 _MAX_TICKS = 2**63 - 1  # .NET TimeSpan.MaxValue
-
-
-class KqlValueError(ValueError):
-    """A parameter value that is not valid for its declared type."""
-
-    def __init__(self, parameter: str, type_name: str, reason: str) -> None:
-        self.parameter = parameter
-        self.type_name = type_name
-        self.reason = reason
-        super().__init__(f"parameter {parameter!r} ({type_name}): {reason}")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared.adapters.hunting_client import Column, ResultStream
 from shared.core import envelope
+from shared.core.rows import Column, RowStream
 from shared.core.strict_json import dumps, dumps_text
 
 CONTENT_TYPES = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -67,7 +67,7 @@ class GzipWriter:
         self._out.write(self._compressor.flush(zlib.Z_FINISH))
 
 
-def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: ResultStream,
+def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: RowStream,
            clock: Callable[[], datetime]) -> ResultSummary:
     rows = stream.rows()
     if fmt == "json":
@@ -106,7 +106,7 @@ def csv_cell(value: Any) -> str:
     return str(value)
 
 
-def _render_csv(out: BinaryWriter, stream: ResultStream, rows: Iterable[dict[str, Any]]) -> None:
+def _render_csv(out: BinaryWriter, stream: RowStream, rows: Iterable[dict[str, Any]]) -> None:
     line = io.StringIO()
     writer = csv.writer(line, lineterminator="\r\n")
 

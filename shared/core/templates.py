@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.core.errors import HuntRelayError, InvalidHuntRequest
-from shared.core.kql_literals import KqlValueError, ParamType, parse_type, render_literal
+from shared.core.errors import KqlValueError, TemplateDefinitionError, TemplateParameterError, UnknownTemplate
+from shared.core.kql_literals import ParamType, parse_type, render_literal
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 MAX_TEMPLATE_BYTES = 64 * 1024
@@ -46,21 +46,6 @@ _PLACEHOLDER = re.compile(r"\{\{(" + _PARAM_NAME + r")\}\}")
 _DIRECTIVE = re.compile(r"//\s*@(\w+)\b\s*(.*)")
 _PARAM_DECL = re.compile("(" + _PARAM_NAME + r")\s*:\s*([^=]+?)\s*(?:=\s*(.*))?")
 _LINE_BREAKS = "\r\n\u2028\u2029"  # where Kusto's lexer ends a line (and an unterminated literal)
-
-
-class TemplateDefinitionError(HuntRelayError):
-    """A template file cannot be used as written; the message names the file and the problem."""
-
-
-class UnknownTemplate(InvalidHuntRequest):
-    def __init__(self, name: str, available: list[str]) -> None:
-        super().__init__("template", f"no template named {name[:64]!r}; available: {', '.join(available) or 'none'}")
-
-
-class TemplateParameterError(InvalidHuntRequest):
-    def __init__(self, parameter: str, reason: str) -> None:
-        self.parameter = parameter
-        super().__init__(f"parameters.{parameter}" if parameter else "parameters", reason)
 
 
 @dataclass(frozen=True)
@@ -80,12 +65,6 @@ class Template:
     @property
     def body(self) -> str:
         return "".join("{{" + part + "}}" if i % 2 else part for i, part in enumerate(self.parts))
-
-
-def templates_dir(environ: Mapping[str, str]) -> Path:
-    """The folder named by HUNT_TEMPLATES_DIR, or the templates shipped beside the code."""
-    configured = environ.get("HUNT_TEMPLATES_DIR", "").strip()
-    return Path(configured) if configured else DEFAULT_TEMPLATES_DIR
 
 
 def load_templates(folder: Path) -> dict[str, Template]:

@@ -49,6 +49,18 @@ def parse_secret(value: str) -> bytes:
     return key
 
 
+def parse_secret_list(where: str, value: str | None, problems: list[str]) -> tuple[str, ...]:
+    """Space-separated secrets (a setting's value), each checked: a bad one is a problem naming `where` and its
+    position, never its value."""
+    secrets = tuple((value or "").split())
+    for position, secret in enumerate(secrets, start=1):
+        try:
+            parse_secret(secret)
+        except ValueError as error:
+            problems.append(f"{where}: secret #{position}: {error}")
+    return secrets
+
+
 def webhook_id_for(job_id: str) -> str:
     """The ``webhook-id`` for a job: stable, ``.``-free and safe (see the module docstring)."""
     digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).digest()

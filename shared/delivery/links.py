@@ -32,14 +32,14 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from shared.adapters.hunting_client import ResultStream
+from shared.adapters.blob_writer import StagedBlobWriter
 from shared.core import envelope
 from shared.core.errors import DeliveryRefused
 from shared.core.hunt_request import HuntRequest
 from shared.core.result_formats import CONTENT_TYPES, ResultSummary, blob_metadata, file_name, render
+from shared.core.rows import RowStream
 from shared.core.settings import StorageConfig
 from shared.core.strict_json import dumps
-from shared.delivery.blob import StagedBlobWriter
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class Rendered:
     link: Link | None           # else where the result is
 
 
-def render_or_link(request: HuntRequest, stream: ResultStream, clock: Callable[[], datetime], *, limit: int,
+def render_or_link(request: HuntRequest, stream: RowStream, clock: Callable[[], datetime], *, limit: int,
                    links: ResultLinks) -> Rendered:
     head = envelope.head(request, "succeeded")
     if request.format == "json":

@@ -1,7 +1,7 @@
 """Pending deliveries: the rendered body of a result, or of a failure envelope, whose destination answered "not
 now" (a webhook's 5xx or 429, a queue that failed to take the message), kept so that the retry is a delivery
-only: the query is not run again and spends no quota. A sink that can do this is `Resendable`: it prepares the
-exact bytes once, then sends them (and sends them again).
+only: the query is not run again and spends no quota. Every message sink (shared.delivery.base) can do this:
+it prepares the exact bytes once, then sends them (and sends them again).
 
     keep(request, body, rows)   before the delivery-only copy is enqueued (a crash may duplicate, never lose)
     load(request)               Kept(body, rows) | Sent() | Unusable(reason)
@@ -25,19 +25,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from shared.adapters.hunting_client import ResultStream
-from shared.core.errors import HuntRelayError
+from shared.core.errors import PendingConflict
 from shared.core.hunt_request import HuntRequest, pending_delivery_name
-from shared.core.result_formats import ResultSummary
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +41,6 @@ _DESTINATION_KEY = "destination_sha256"
 _ROWS_KEY = "row_count"
 _SENT_KEY = "sent_at"
 _REQUEST_KEY = "request_sha256"
-
-
-class PendingConflict(HuntRelayError):
-    """Another request under the same job id waits for its delivery: its kept body is not replaced."""
-
-
-@dataclass(frozen=True)
-class PreparedBody:
-    """What a sink that can retry a delivery alone is about to send: the exact bytes, and what they hold."""
-
-    body: bytes
-    summary: ResultSummary | None
-
-
-@runtime_checkable
-class Resendable(Protocol):
-    """A sink whose delivery can be retried alone: the body is prepared once, then sent (and sent again)."""
-
-    @property
-    def location(self) -> str: ...
-    def prepare_result(self, request: HuntRequest, stream: ResultStream,
-                       clock: Callable[[], datetime]) -> PreparedBody: ...
-    def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes: ...
-    def send(self, job_id: str, body: bytes) -> None: ...
-    def renewed(self, body: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)

@@ -1,63 +1,81 @@
-"""Webhook results: the envelope POSTed as JSON, signed per Standard Webhooks, through the outbound guard.
+"""Webhook destinations: the envelope POSTed as JSON, signed per Standard Webhooks, through the outbound guard.
+
+    {"type": "webhook", "url": "https://..." | "url_setting": NAME, "secret_setting": NAME}
 
 `webhook-id` is derived from the job id, so a redelivered job carries the same id and the receiver can drop the
-duplicate. Status handling follows the Standard Webhooks spec:
+duplicate. Every send signs afresh (a new timestamp) under the same `webhook-id`, with every secret of the
+destination's setting (space-separated `whsec_` values: rotation); an inline URL from a message is signed with
+HUNT_INLINE_WEBHOOK_SECRETS, and is unsigned without them. Answers, per the Standard Webhooks spec:
 
-    2xx                        delivered
-    410 Gone                   the endpoint is gone: DeliveryRefused (terminal)
-    429, 502, 503, 504, 5xx    DeliveryRetryable, honouring Retry-After
-    3xx                        a failure (redirects are never followed): DeliveryRefused
-    other 4xx                  DeliveryRefused (the receiver will not take it)
+    2xx                        Delivered
+    410 Gone                   Refused: the endpoint is gone
+    429, 5xx                   NotNow, honouring Retry-After
+    3xx                        Refused (redirects are never followed)
+    other 4xx                  Refused: the receiver will not take it
+    unreachable, timed out     NotNow; a URL or address the outbound policy refuses: Refused
 
 Size: a JSON envelope up to `max_bytes` (HUNT_WEBHOOK_MAX_BYTES) is sent whole; a bigger one, and any ndjson or
 csv result, is written to a link blob and the webhook receives the envelope with `results_url` instead of
 `results` (shared.delivery.links). The body is buffered only up to `max_bytes`.
-
-`deliver_result` is `prepare_result` (render, or link) then `send`; the processor calls the two itself so that a
-body refused with "not now" (5xx, 429) can be kept and sent again alone (shared.delivery.pending). Every send
-signs afresh (a new timestamp) under the same `webhook-id`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from shared.adapters.hunting_client import ResultStream
+from shared.adapters.outbound import SafeSender
 from shared.core.delays import retry_after_from_headers
 from shared.core.errors import DeliveryRefused, DeliveryRetryable
 from shared.core.hunt_request import HuntRequest
-from shared.core.result_formats import ResultSummary
+from shared.core.rows import RowStream
 from shared.core.strict_json import dumps
-from shared.core.webhook_signing import parse_secret, signed_headers, webhook_id_for
+from shared.core.webhook_signing import parse_secret, parse_secret_list, signed_headers, webhook_id_for
+from shared.delivery.base import Delivered, DeliveryParts, NotNow, PreparedBody, Refused, SendResult
 from shared.delivery.links import ResultLinks, link_envelope, render_or_link
-from shared.delivery.pending import PreparedBody
 
 logger = logging.getLogger(__name__)
 
 
-class SendResult(Protocol):
-    @property
-    def status(self) -> int: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-
-class Sender(Protocol):
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], *, inline: bool) -> SendResult: ...
-
-
 @dataclass(frozen=True)
-class WebhookDelivery:
-    location: str
-    summary: ResultSummary | None
+class WebhookDestination:
+    name: str
+    url: str
+    secret_setting: str | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)   # resolved whsec_ values, never logged
+    type: str = "webhook"
+    queues: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping[str, Any], setting: Callable[[str], str | None],
+              problems: list[str]) -> WebhookDestination:
+        where = f"HUNT_DESTINATIONS[{name!r}]"
+        url = str(spec.get("url") or (setting(str(spec["url_setting"])) if spec.get("url_setting") else "") or "")
+        if not url.startswith(("https://", "http://")):
+            problems.append(f"{where}: 'url' (or 'url_setting' naming a setting) must give an https URL")
+        secret_setting = spec.get("secret_setting")
+        secrets: tuple[str, ...] = ()
+        if secret_setting:
+            value = setting(str(secret_setting))
+            if not value:
+                problems.append(f"{where}: its signing secret setting {secret_setting} is not set")
+            else:
+                secrets = parse_secret_list(f"{where}: {secret_setting}", value, problems)
+        return cls(name, url, str(secret_setting) if secret_setting else None, secrets)
+
+    def build(self, parts: DeliveryParts, *, inline: bool) -> WebhookSink:
+        return WebhookSink(name=self.name, url=self.url, secrets=self.secrets, sender=parts.sender, inline=inline,
+                           clock=parts.clock, links=parts.result_links, max_bytes=parts.settings.webhook_max_bytes)
 
 
 class WebhookSink:
-    def __init__(self, *, name: str, url: str, secrets: tuple[str, ...], sender: Sender, inline: bool,
+    """A message sink (shared.delivery.base)."""
+
+    def __init__(self, *, name: str, url: str, secrets: tuple[str, ...], sender: SafeSender, inline: bool,
                  clock: Callable[[], datetime], links: ResultLinks, max_bytes: int) -> None:
         self._name = name
         self._links = links
@@ -72,25 +90,12 @@ class WebhookSink:
     def location(self) -> str:
         return f"webhook:{self._name}"
 
-    def already_delivered(self, request: HuntRequest) -> bool:
-        return False  # a webhook cannot be asked; receivers deduplicate on webhook-id
-
-    def deliver_result(self, request: HuntRequest, stream: ResultStream,
-                       clock: Callable[[], datetime]) -> WebhookDelivery:
-        prepared = self.prepare_result(request, stream, clock)
-        self.send(request.id, prepared.body)
-        return WebhookDelivery(self.location, prepared.summary)
-
-    def prepare_result(self, request: HuntRequest, stream: ResultStream,
+    def prepare_result(self, request: HuntRequest, stream: RowStream,
                        clock: Callable[[], datetime]) -> PreparedBody:
         """The envelope to POST: whole when it fits `max_bytes`, else with `results_url` to a link blob."""
         rendered = render_or_link(request, stream, clock, limit=self._max_bytes, links=self._links)
         body = rendered.inline if rendered.inline is not None else dumps(link_envelope(rendered))
         return PreparedBody(body, rendered.summary)
-
-    def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> WebhookDelivery:
-        self.send(job_id, self.prepare_failure(job_id, failed_envelope))
-        return WebhookDelivery(self.location, None)
 
     def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes:
         return dumps(failed_envelope)
@@ -99,8 +104,8 @@ class WebhookSink:
         """A kept body made ready to send again: a link in it is signed afresh."""
         return self._links.renewed(body)
 
-    def send(self, job_id: str, body: bytes) -> None:
-        """POSTs `body` once, signed now; returns on 2xx, else raises per the table in the module docstring."""
+    def send(self, job_id: str, body: bytes) -> SendResult:
+        """POSTs `body` once, signed now; the answer per the table in the module docstring."""
         headers = {"Content-Type": "application/json"}
         timestamp = int(self._clock().timestamp())
         if self._secrets:
@@ -108,16 +113,21 @@ class WebhookSink:
         else:
             headers["webhook-id"] = webhook_id_for(job_id)
             headers["webhook-timestamp"] = str(timestamp)
-        result = self._sender.post(self._url, body, headers, inline=self._inline)
+        try:
+            result = self._sender.post(self._url, body, headers, inline=self._inline)
+        except DeliveryRefused as refused:
+            return Refused(str(refused))
+        except DeliveryRetryable as failed:
+            return NotNow(str(failed))
         status = result.status
         logger.info("hunt %s: webhook %s answered %s", job_id, self._name, status)
         if 200 <= status < 300:
-            return
+            return Delivered(self.location)
         if status == 410:
-            raise DeliveryRefused(f"webhook {self._name} answered 410 Gone: the endpoint no longer exists")
+            return Refused(f"webhook {self._name} answered 410 Gone: the endpoint no longer exists")
         if status == 429 or status >= 500:
-            raise DeliveryRetryable(f"webhook {self._name} answered {status}",
-                                    retry_after_from_headers(result.headers, self._clock()))
+            return NotNow(f"webhook {self._name} answered {status}",
+                          retry_after_from_headers(result.headers, self._clock()))
         if 300 <= status < 400:
-            raise DeliveryRefused(f"webhook {self._name} answered a redirect ({status}); redirects are not followed")
-        raise DeliveryRefused(f"webhook {self._name} refused the delivery with HTTP {status}")
+            return Refused(f"webhook {self._name} answered a redirect ({status}); redirects are not followed")
+        return Refused(f"webhook {self._name} refused the delivery with HTTP {status}")

@@ -14,15 +14,9 @@ from azure.identity import ClientSecretCredential
 
 from sandbox import graph_directory
 from sandbox.server import Sandbox
-from shared.app.grant_permission import (
-    GrantNotAllowed,
-    PrincipalNotFound,
-    ResourceNotFound,
-    SignInFailed,
-    grant_permission,
-    main,
-)
+from shared.app.grant_permission import grant_permission, main
 from shared.core.apis import APIS
+from shared.core.errors import GrantNotAllowed, PrincipalNotFound, ResourceNotFound, SignInFailed
 
 TENANT = "sandbox-tenant"
 GRANT_ROLES = ["AppRoleAssignment.ReadWrite.All", "Application.Read.All"]

@@ -8,7 +8,6 @@ import pytest
 
 from shared.core.address_policy import (
     Destination,
-    DestinationRefused,
     OutboundPolicy,
     address_refusal,
     check_address,
@@ -17,6 +16,7 @@ from shared.core.address_policy import (
     parse_destination,
     redact_url,
 )
+from shared.core.errors import DestinationRefused
 
 SIG = "sig=Zm9vYmFyU0VDUkVU"
 PRODUCTION = OutboundPolicy(allowed_hosts=frozenset({"*.logic.azure.com", "hooks.example.com"}))

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.core.delays import (
-    MAX_VISIBILITY_SECONDS,
     Delay,
     compute_backoff,
     retry_after_from_body,
@@ -21,7 +20,7 @@ from shared.core.delays import (
 )
 
 NOW = datetime(2024, 1, 1, 12, 0, 30, tzinfo=UTC)  # 30 s into a minute and into an hour
-WEEK = float(MAX_VISIBILITY_SECONDS)
+WEEK = 7 * 24 * 3600.0
 
 
 def envelope(message: str, code: str = "429") -> str:
@@ -280,25 +279,18 @@ def test_the_spread_only_adds_and_stays_small(server: str, spread_draw: float, e
 @pytest.mark.parametrize(
     ("retry_after", "max_delay", "expected"),
     [
-        ("99999999999", WEEK * 2, WEEK),
-        ("604800", math.inf, WEEK),
+        ("99999999999", WEEK, WEEK),
+        ("604800", math.inf, WEEK + 2.0),   # the spread adds up to 2 s; the queue's cap is the retry policy's
         ("3600", 100.0, 100.0),
         ("3600", 0.0, 0.0),
         ("3600", -50.0, 0.0),  # the message has outlived its lifetime: never a negative delay
     ],
 )
-def test_the_delay_is_capped_at_seven_days_and_the_remaining_lifetime(
+def test_the_delay_is_capped_at_the_remaining_lifetime(
     retry_after: str, max_delay: float, expected: float
 ) -> None:
     delay = throttle_delay({"Retry-After": retry_after}, "", attempt=1, now=NOW, rand=always_one, max_delay=max_delay)
     assert delay == Delay(expected, "header")
-
-
-@pytest.mark.parametrize(
-    ("seconds", "expected"), [(0.0, 0), (0.2, 1), (30.0, 30), (30.000001, 31), (WEEK, MAX_VISIBILITY_SECONDS)]
-)
-def test_the_visibility_timeout_rounds_up_to_whole_seconds(seconds: float, expected: int) -> None:
-    assert Delay(seconds, "header").visibility_timeout == expected
 
 
 unit_interval = st.floats(min_value=0.0, max_value=1.0)
@@ -323,10 +315,9 @@ def test_the_delay_is_never_below_the_server_value_nor_above_the_caps(
     said = float(server) / (1000.0 if as_ms else 1.0)
     pending = iter(draws)
     delay = throttle_delay(headers, "", attempt=attempt, now=NOW, rand=lambda: next(pending), max_delay=max_delay)
-    caps = min(WEEK, max_delay)
+    caps = max_delay
     assert delay.source == "header"
     assert max(0.0, min(said, caps)) <= delay.seconds <= max(0.0, min(said + min(2.0, 0.1 * said), caps))
-    assert delay.visibility_timeout >= delay.seconds
 
 
 @settings(max_examples=300, deadline=None)
@@ -358,7 +349,7 @@ def test_any_headers_and_body_give_a_delay_within_the_caps_and_never_raise(
 ) -> None:
     pending = iter(draws)
     delay = throttle_delay(headers, body, attempt=attempt, now=now, rand=lambda: next(pending), max_delay=max_delay)
-    assert 0.0 <= delay.seconds <= max(0.0, min(WEEK, max_delay))
+    assert 0.0 <= delay.seconds <= max(0.0, max_delay)
     assert delay.source in ("header", "body", "backoff")
 
 

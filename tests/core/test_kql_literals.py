@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.core.kql_literals import KqlValueError, ParamType, parse_type, quote_string, render_literal
+from shared.core.errors import KqlValueError
+from shared.core.kql_literals import ParamType, parse_type, quote_string, render_literal
 from tests.core.kql_literal_decoder import LiteralError, decode_string_literal
 
 H64, H40, H32 = "ab" * 32, "cd" * 20, "ef" * 16

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
+from shared.app.config import load_settings
 from shared.core.errors import SettingsError
-from shared.core.settings import load_settings
+from shared.core.settings import SETTINGS
 
 STORAGE = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
                                   "QueueEndpoint=http://127.0.0.1:1/a"}
@@ -59,7 +60,7 @@ def test_named_destinations_are_parsed_and_webhook_secrets_come_from_their_setti
 @pytest.mark.parametrize(("value", "message"), [
     ("{not json", "HUNT_DESTINATIONS is not valid JSON"),
     ('["a"]', "must be a JSON object"),
-    ('{"x": {"type": "ftp"}}', "'type' must be 'blob' or 'webhook'"),
+    ('{"x": {"type": "ftp"}}', "'type' must be one of 'blob', 'queue', 'webhook'"),
     ('{"x": {"type": "blob", "container": "Bad_Name"}}', "valid blob container name"),
     ('{"x": {"type": "webhook", "url": "https://a.example", "secret_setting": "MISSING"}}', "MISSING is not set"),
 ])
@@ -121,3 +122,45 @@ def test_a_destination_name_or_queue_with_a_trailing_newline_is_refused():
         load_settings({**STORAGE, "HUNT_DESTINATIONS": json.dumps({"soc\n": {"type": "blob", "container": "abc"}})})
     with pytest.raises(SettingsError, match="'queue' must be a valid queue name"):
         load_settings({**STORAGE, "HUNT_DESTINATIONS": json.dumps({"q": {"type": "queue", "queue": "out\n"}})})
+
+
+BOOLEANS = ["HUNT_QUOTA_GATE", "HUNT_ALLOW_RAW_QUERIES", "HUNT_ALLOW_LOOPBACK_HTTP"]
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+@pytest.mark.parametrize(("value", "expected"), [
+    ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("On", True),
+    ("false", False), ("False", False), ("0", False), ("no", False), ("OFF", False),
+])
+def test_every_boolean_setting_takes_the_same_words_in_any_case(name, value, expected):
+    assert getattr(load_settings({**STORAGE, name: value}), name.removeprefix("HUNT_").lower()) is expected
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+@pytest.mark.parametrize("value", ["flase", "truee", "2", "enabled"])
+def test_a_boolean_setting_with_a_typo_is_an_error_naming_it_never_a_default(name, value):
+    with pytest.raises(SettingsError, match=f"{name}='{value}' is not a boolean"):
+        load_settings({**STORAGE, name: value})
+
+
+def test_use_development_storage_means_azurite_on_its_default_ports():
+    settings = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    connection = settings.storage.connection_string or ""
+    assert "AccountName=devstoreaccount1" in connection
+    assert all(f"127.0.0.1:{port}/devstoreaccount1" in connection for port in (10000, 10001, 10002))
+
+
+def test_the_platform_identity_endpoint_is_read_with_the_settings():
+    assert load_settings({**STORAGE, "IDENTITY_ENDPOINT": "http://127.0.0.1:41234/msi"}).identity_endpoint == \
+        "http://127.0.0.1:41234/msi"
+    assert load_settings({**STORAGE, "MSI_ENDPOINT": "http://127.0.0.1:1/x"}).identity_endpoint == "http://127.0.0.1:1/x"
+    assert load_settings(STORAGE).identity_endpoint is None
+
+
+def test_every_default_lives_in_the_settings_table():
+    settings = load_settings(STORAGE)
+    defaults = {s.name: s.default for s in SETTINGS}
+    assert (settings.queue, settings.results_container, settings.gate_table, str(settings.max_attempts),
+            settings.log_level) == (defaults["HUNT_QUEUE"], defaults["HUNT_RESULTS_CONTAINER"],
+                                    defaults["HUNT_GATE_TABLE"], defaults["HUNT_MAX_ATTEMPTS"],
+                                    defaults["HUNT_LOG_LEVEL"])

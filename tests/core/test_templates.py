@@ -12,18 +12,14 @@ from hypothesis import strategies as st
 
 from sandbox import dataset
 from sandbox.hunting import HuntingEngine
-from shared.core.errors import InvalidHuntRequest
+from shared.core.errors import InvalidHuntRequest, TemplateDefinitionError, TemplateParameterError, UnknownTemplate
 from shared.core.templates import (
     DEFAULT_TEMPLATES_DIR,
     Template,
-    TemplateDefinitionError,
-    TemplateParameterError,
-    UnknownTemplate,
     get_template,
     load_templates,
     parse_template,
     render,
-    templates_dir,
 )
 from tests.core.kql_literal_decoder import decode_string_literal
 
@@ -236,9 +232,9 @@ def test_load_reads_every_kql_file_and_refuses_a_bad_one(tmp_path: Path) -> None
         load_templates(tmp_path / "missing")
 
 
-def test_the_templates_folder_comes_from_the_setting_or_defaults_to_the_shipped_one(tmp_path: Path) -> None:
-    assert templates_dir({"HUNT_TEMPLATES_DIR": str(tmp_path)}) == tmp_path
-    assert templates_dir({}) == DEFAULT_TEMPLATES_DIR == Path(__file__).resolve().parents[2] / "templates"
+def test_the_shipped_templates_folder_is_the_repository_s_templates() -> None:
+    assert Path(__file__).resolve().parents[2] / "templates" == DEFAULT_TEMPLATES_DIR
+    assert load_templates(DEFAULT_TEMPLATES_DIR)
 
 
 INJECTION = '" | take 1 //'

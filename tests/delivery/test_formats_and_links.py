@@ -15,10 +15,11 @@ import requests
 from azure.storage.blob import UserDelegationKey
 
 from shared.adapters.hunting_client import ResultStream
+from shared.app.config import load_settings
 from shared.core.apis import APIS
 from shared.core.errors import SettingsError
 from shared.core.result_formats import GzipWriter, csv_cell, file_name, render
-from shared.core.settings import StorageConfig, load_settings
+from shared.core.settings import StorageConfig
 from shared.core.strict_json import dumps
 from shared.delivery.links import (
     AccountKeySigner,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
-from shared.core.errors import DeliveryRefused
-from shared.core.settings import load_settings
-from shared.delivery.targets import resolve_destination
+from shared.app.config import load_settings
+from shared.delivery.base import Refused
+from shared.delivery.targets import Target, resolve_destination
 
 SETTINGS = load_settings({
     "AzureWebJobsStorage": "UseThis;QueueEndpoint=http://127.0.0.1:1/a",
@@ -36,8 +37,7 @@ def test_an_inline_url_on_the_allowlist_is_accepted_as_inline():
 
 def test_a_wildcard_allows_subdomains_only():
     assert resolve_destination("https://a.hooks.example.org/x", SETTINGS).inline
-    with pytest.raises(DeliveryRefused):
-        resolve_destination("https://hooks.example.org.evil.example/x", SETTINGS)
+    assert isinstance(resolve_destination("https://hooks.example.org.evil.example/x", SETTINGS), Refused)
 
 
 @pytest.mark.parametrize(("name", "reason"), [
@@ -45,5 +45,18 @@ def test_a_wildcard_allows_subdomains_only():
     ("nowhere", "unknown destination 'nowhere': configured destinations are archive, soc"),
 ])
 def test_anything_else_is_refused_with_the_reason(name, reason):
-    with pytest.raises(DeliveryRefused, match=reason):
-        resolve_destination(name, SETTINGS)
+    refused = resolve_destination(name, SETTINGS)
+    assert isinstance(refused, Refused) and reason in refused.reason
+
+
+def test_an_inline_url_that_cannot_be_parsed_is_refused_not_raised():
+    refused = resolve_destination("https://[not-an-address]/x", SETTINGS)
+    assert isinstance(refused, Refused) and "cannot be parsed" in refused.reason
+
+
+def test_an_inline_url_is_signed_with_the_inline_secrets():
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    settings = load_settings({"AzureWebJobsStorage": "UseThis;QueueEndpoint=http://127.0.0.1:1/a",
+                              "HUNT_WEBHOOK_ALLOWED_HOSTS": "hooks.example.org", "HUNT_INLINE_WEBHOOK_SECRETS": secret})
+    target = resolve_destination("https://hooks.example.org/x", settings)
+    assert isinstance(target, Target) and target.destination.secrets == (secret,)

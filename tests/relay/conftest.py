@@ -8,6 +8,7 @@ unmodified SDK talks to the sandbox.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from sandbox.azurite import Azurite
+from shared.app.config import load_settings
 from shared.app.relay import Relay
 from shared.app.worker import PortableWorker, WorkerStats
-from shared.core.settings import load_settings
+from shared.core.outcome import MessageInfo, Outcome
 
 CREDENTIAL_KINDS = ("system_assigned", "user_assigned", "client_secret")
 
@@ -80,14 +82,47 @@ class RelayStack:
         return sorted(b.name for b in self.blob_service().get_container_client(self.results_container).list_blobs())
 
 
-def drain(relay: Relay, concurrency: int = 4) -> WorkerStats:
+@dataclass
+class Drained:
+    """What a drain did: the worker's counts, and every outcome the relay's observer saw, in order."""
+
+    stats: WorkerStats
+    outcomes: list[Outcome]
+
+    @property
+    def failed_handler(self) -> int:
+        return self.stats.failed_handler
+
+    @property
+    def poisoned(self) -> int:
+        return self.stats.poisoned
+
+
+class RecordingObserver:
+    """An observer (shared.core.outcome.Observer) that keeps what it saw: for tests only."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, outcome: Outcome, message: MessageInfo) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
+
+
+def drain(relay: Relay, concurrency: int = 4) -> Drained:
     def handle(raw: bytes, message_id: str, count: int):
         return relay.handle(raw, message_id=message_id, dequeue_count=count)
 
-    worker = PortableWorker(relay.hunt_queue, relay.poison_queue, handle, concurrency=concurrency,
-                            max_dequeue_count=relay.settings.max_dequeue_count,
-                            retry_visibility=1)
-    return worker.run(drain=True)
+    recorder = RecordingObserver()
+    relay.observers.append(recorder)
+    try:
+        worker = PortableWorker(relay.hunt_queue, relay.poison_queue, handle, concurrency=concurrency,
+                                max_dequeue_count=relay.settings.max_dequeue_count, retry_visibility=1)
+        stats = worker.run(drain=True)
+    finally:
+        relay.observers.remove(recorder)
+    return Drained(stats, recorder.outcomes)
 
 
 @pytest.fixture

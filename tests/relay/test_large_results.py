@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from sandbox.azurite import Azurite
+from shared.app.config import load_settings
 from shared.app.relay import Relay
-from shared.core.settings import load_settings
 from tests.relay.conftest import RelayStack, drain
 
 # Columns with commas, quotes, backslashes, non-ASCII text, nulls and dynamic values (csv's hard cases).
@@ -164,7 +164,7 @@ def test_a_stream_cut_midway_leaves_no_blob_under_the_final_name_and_is_delivere
     [message] = relay.hunt_queue.receive_messages(max_messages=1)
     with pytest.MonkeyPatch.context() as patch:
         # Small blocks, so that some are staged before the cut (the sandbox cuts after 32 KiB of the body).
-        patch.setattr("shared.delivery.blob.BLOCK_BYTES", 8 * 1024)
+        patch.setattr("shared.adapters.blob_writer.BLOCK_BYTES", 8 * 1024)
         outcome = relay.handle(message.content.encode(), message_id=message.id, dequeue_count=1)
     relay.hunt_queue.delete_message(message)
 
@@ -186,7 +186,7 @@ def test_a_block_that_fails_to_upload_in_the_background_fails_the_commit(azurite
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import BlobServiceClient
 
-    from shared.delivery.blob import StagedBlobWriter
+    from shared.adapters.blob_writer import StagedBlobWriter
 
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
         "missing-" + uuid.uuid4().hex[:12])

@@ -17,8 +17,8 @@ from standardwebhooks.webhooks import Webhook
 
 from sandbox.webhook_receiver import WebhookReceiver
 from shared.adapters.message_keys import KEYS_BLOB
+from shared.app.config import load_settings
 from shared.app.relay import Relay
-from shared.core.settings import load_settings
 from tests.relay.conftest import RelayStack, drain
 
 QUERY = "DeviceInfo | take 2"

@@ -20,9 +20,10 @@ from standardwebhooks.webhooks import Webhook
 
 from sandbox.webhook_receiver import WebhookReceiver
 from shared.app.relay import Relay
+from shared.core.errors import PendingConflict
 from shared.core.hunt_request import decode_hunt_request, pending_delivery_name
 from shared.core.relay_mark import MARK_FIELD
-from shared.delivery.pending import Kept, PendingConflict, PendingDeliveries, Sent, Unusable
+from shared.delivery.pending import Kept, PendingDeliveries, Sent, Unusable
 from tests.relay.conftest import RelayStack, drain
 
 QUERY = "DeviceInfo | take 3"

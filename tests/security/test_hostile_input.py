@@ -21,11 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.adapters.hunting_client import ResultStream
-from shared.app.endings import MessageInfo
+from shared.app.config import load_settings
 from shared.app.processor import HuntProcessor
 from shared.core.apis import APIS
+from shared.core.outcome import MessageInfo
 from shared.core.result_formats import render
-from shared.core.settings import load_settings
+from shared.delivery.base import Delivered
 from tests.relay.conftest import RelayStack, drain
 
 SETTINGS = load_settings({"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5",
@@ -53,11 +54,11 @@ class RecordingSink:
         summary = render(out, request.format, {"id": request.id, "status": "succeeded", "api": request.api},
                          stream, clock)
         self.delivered.append(request.id)
-        return type("Delivery", (), {"location": "memory", "summary": summary})()
+        return Delivered("memory", summary)
 
     def deliver_failure(self, job_id: str, failed: dict[str, Any]) -> Any:
         json.dumps(failed)  # a failure envelope must always be serializable
-        return type("Delivery", (), {"location": "memory", "summary": None})()
+        return Delivered("memory")
 
 
 class RecordingDeadLetters:

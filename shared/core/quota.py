@@ -1,0 +1,88 @@
+"""The quota gate's decisions, pure: may a call go now, and what the shared state becomes when it does.
+
+The state (one table entity per API and tenant, shared.adapters.quota_table) holds, per call window:
+
+    paused_until        no call before this time (set from a 429's delay; only ever extended)
+    w<seconds>_start    the start of the window the counts below belong to (epoch-aligned, like the service's)
+    w<seconds>_calls    calls admitted in that window
+    w<seconds>_next     calls admitted in that window's last moments, counted in the next window as well: such a
+                        call may reach the API only after the boundary, so it takes a slot on both sides
+
+`decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more call.
+The clock and the randomness are passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+MAX_EDGE_SECONDS = 1.0   # how close to a window's end a call also counts in the next window
+
+
+@dataclass(frozen=True)
+class Window:
+    seconds: int
+    limit: int
+
+    def start(self, now: datetime) -> int:
+        epoch = int(now.timestamp())
+        return epoch - epoch % self.seconds
+
+    def seconds_left(self, now: datetime) -> float:
+        return self.start(now) + self.seconds - now.timestamp()
+
+    def at_edge(self, now: datetime) -> bool:
+        """In the window's last moments: a call admitted now may reach the API in the next window."""
+        return self.seconds_left(now) <= min(MAX_EDGE_SECONDS, self.seconds / 20)
+
+
+@dataclass(frozen=True)
+class Admit:
+    pass
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+    reason: str
+
+
+def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int], windows: Sequence[Window],
+           rand: Callable[[], float]) -> Admit | Wait:
+    """Admit when not paused and every window has room; else wait until the pause or the fullest window ends.
+    A small jitter (up to 1 s) spreads the hunts that wait for the same moment."""
+    if paused_until is not None and paused_until > now:
+        return Wait((paused_until - now).total_seconds() + rand(), "paused by a 429")
+    waits = [w.seconds_left(now) for w, n in zip(windows, counts, strict=True) if n >= w.limit]
+    if waits:
+        return Wait(max(waits) + rand(), "the shared call budget for this window is spent")
+    return Admit()
+
+
+def counts_at(state: Mapping[str, Any], windows: Sequence[Window], now: datetime) -> list[int]:
+    """Calls already counted in each window that holds `now` (what the previous window carried over included)."""
+    counts = []
+    for window in windows:
+        start = state.get(f"w{window.seconds}_start")
+        if start == window.start(now):
+            counts.append(int(state.get(f"w{window.seconds}_calls", 0)))
+        elif start == window.start(now) - window.seconds:
+            counts.append(int(state.get(f"w{window.seconds}_next", 0)))
+        else:
+            counts.append(0)
+    return counts
+
+
+def admitted(state: Mapping[str, Any], windows: Sequence[Window], now: datetime) -> dict[str, Any]:
+    """The state with one more call admitted at `now` in every window."""
+    new = dict(state)
+    for window, count in zip(windows, counts_at(state, windows, now), strict=True):
+        same_window = state.get(f"w{window.seconds}_start") == window.start(now)
+        carried = int(state.get(f"w{window.seconds}_next", 0)) if same_window else 0
+        new[f"w{window.seconds}_start"] = window.start(now)
+        new[f"w{window.seconds}_calls"] = count + 1
+        new[f"w{window.seconds}_next"] = carried + 1 if window.at_edge(now) else carried
+    return new

@@ -1,0 +1,121 @@
+"""What a destination is to the relay: a configuration parsed from HUNT_DESTINATIONS, and the sink it builds.
+
+    a destination type     a frozen dataclass in its sink's module, with
+                               parse(name, spec, setting, problems) -> the dataclass (classmethod)
+                               build(parts, inline=...) -> its sink
+                               queues, containers: the storage it needs created
+                           registered by one line in shared.delivery.registry
+
+Two kinds of sink:
+
+    MessageSink   render, then send (webhook, queue): `prepare_result` and `prepare_failure` make the exact bytes
+                  once; `send` sends them and answers Delivered, NotNow(retry_after) or Refused(reason). A body
+                  answered NotNow is kept (shared.delivery.pending) and sent again alone: a message sink gets
+                  delivery-only retries without any code of its own.
+    StreamSink    write while the rows stream (blob): `deliver_result` and `deliver_failure` answer Delivered,
+                  or raise StreamBroken or a storage error (both transient: the hunt runs again). Writes are
+                  create-only on the job id, so `already_delivered` can answer a redelivered message.
+
+A sink's answers are values; storage errors (azure.core.exceptions.AzureError) are the only exceptions that
+cross this layer, and the host retries the message on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
+
+from shared.adapters.outbound import SafeSender
+from shared.core.hunt_request import HuntRequest
+from shared.core.result_formats import ResultSummary
+from shared.core.rows import RowStream
+from shared.core.settings import DestinationConfig, Settings
+from shared.delivery.links import ResultLinks
+
+
+@dataclass(frozen=True)
+class Delivered:
+    location: str
+    summary: ResultSummary | None = None
+
+    @property
+    def rows(self) -> int | None:
+        return self.summary.row_count if self.summary else None
+
+
+@dataclass(frozen=True)
+class NotNow:
+    """The destination did not take it now (a webhook's 5xx or 429, a queue that failed): worth trying again."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The destination will never take it as configured (410 Gone, another 4xx, a missing queue, a refused URL)."""
+
+    reason: str
+
+
+SendResult = Delivered | NotNow | Refused
+
+
+@dataclass(frozen=True)
+class PreparedBody:
+    """What a message sink is about to send: the exact bytes, and what they hold."""
+
+    body: bytes
+    summary: ResultSummary | None
+
+
+@runtime_checkable
+class MessageSink(Protocol):
+    @property
+    def location(self) -> str: ...
+    def prepare_result(self, request: HuntRequest, stream: RowStream,
+                       clock: Callable[[], datetime]) -> PreparedBody: ...
+    def prepare_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> bytes: ...
+    def send(self, job_id: str, body: bytes) -> SendResult: ...
+    def renewed(self, body: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class StreamSink(Protocol):
+    def already_delivered(self, request: HuntRequest) -> bool: ...
+    def deliver_result(self, request: HuntRequest, stream: RowStream,
+                       clock: Callable[[], datetime]) -> Delivered: ...
+    def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> Delivered: ...
+
+
+Sink = MessageSink | StreamSink
+
+
+class DeliveryParts(Protocol):
+    """The relay's process-wide parts a destination builds its sink from (shared.app.relay.Relay has them)."""
+
+    settings: Settings
+    sender: SafeSender
+    clock: Callable[[], datetime]
+
+    @property
+    def result_links(self) -> ResultLinks: ...
+    def container(self, name: str) -> ContainerClient: ...
+    def queue(self, name: str) -> QueueClient: ...
+
+
+@runtime_checkable
+class Destination(DestinationConfig, Protocol):
+    """A destination type's dataclass (see the module docstring)."""
+
+    def build(self, parts: DeliveryParts, *, inline: bool) -> Sink: ...
+
+
+class DestinationType(Protocol):
+    def parse(self, name: str, spec: Mapping[str, Any], setting: Callable[[str], str | None],
+              problems: list[str]) -> Destination: ...
