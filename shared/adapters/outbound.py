@@ -35,11 +35,11 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from shared.adapters.http_session import read_capped
 from shared.core.address_policy import (
-    Destination,
+    CheckedUrl,
     IPAddress,
     OutboundPolicy,
     check_addresses,
-    parse_destination,
+    check_url,
 )
 from shared.core.errors import DeliveryFailed
 
@@ -148,7 +148,7 @@ class SafeSender:
 
         Raises DestinationRefused (terminal) or DeliveryFailed (retryable); any HTTP status is returned.
         """
-        destination = parse_destination(url, self._policy, inline=inline)
+        destination = check_url(url, self._policy, inline=inline)
         if destination.literal is not None:
             answers = [str(destination.literal)]
         else:
@@ -166,7 +166,7 @@ class SafeSender:
         raise DeliveryFailed(url, f"could not connect to {destination.host} at {', '.join(unreachable)}")
 
     def _post_to(
-        self, address: IPAddress, destination: Destination, body: bytes, headers: Mapping[str, str]
+        self, address: IPAddress, destination: CheckedUrl, body: bytes, headers: Mapping[str, str]
     ) -> PostResult | None:
         """The response, or None when no connection could be opened (nothing was sent: the next address may try)."""
         netloc = f"[{address}]" if isinstance(address, IPv6Address) else str(address)

@@ -101,7 +101,7 @@ class OutboundPolicy:
 
 
 @dataclass(frozen=True)
-class Destination:
+class CheckedUrl:
     """A URL that passed the URL-level checks: what to resolve, and what to send once an address is chosen."""
 
     url: str  # as given; never put it in a message or log line (use `redacted`)
@@ -127,7 +127,7 @@ def host_is_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
     return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in allowed_hosts)
 
 
-def parse_destination(url: str, policy: OutboundPolicy, *, inline: bool) -> Destination:
+def check_url(url: str, policy: OutboundPolicy, *, inline: bool) -> CheckedUrl:
     """URL-level checks: scheme, userinfo, host spelling, allowlist (inline URLs only), identity endpoint name."""
     if len(url) > _MAX_URL_CHARS or _UNSAFE_CHARS.search(url):
         raise DestinationRefused(url, "the URL is too long or holds whitespace, control characters or backslashes")
@@ -156,7 +156,7 @@ def parse_destination(url: str, policy: OutboundPolicy, *, inline: bool) -> Dest
     if policy.identity_host and host == policy.identity_host.lower() and same_service:
         raise DestinationRefused(url, "the host is the managed identity endpoint's (IDENTITY_ENDPOINT)")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Destination(url, scheme, host, port, target, literal)
+    return CheckedUrl(url, scheme, host, port, target, literal)
 
 
 def _parse_host(url: str, hostname: str) -> tuple[str, IPAddress | None]:
@@ -211,7 +211,7 @@ def _is_plain_loopback(address: IPAddress) -> bool:
 
 
 def check_address(
-    address: str, destination: Destination, policy: OutboundPolicy, identity_addresses: frozenset[IPAddress]
+    address: str, destination: CheckedUrl, policy: OutboundPolicy, identity_addresses: frozenset[IPAddress]
 ) -> IPAddress:
     """One resolved address: returned parsed when it may be connected to, else DestinationRefused."""
     url = destination.url
@@ -242,7 +242,7 @@ def check_address(
 
 def check_addresses(
     addresses: Sequence[str],
-    destination: Destination,
+    destination: CheckedUrl,
     policy: OutboundPolicy,
     identity_addresses: frozenset[IPAddress] = frozenset(),
 ) -> tuple[IPAddress, ...]:

@@ -7,13 +7,13 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import pytest
 
 from shared.core.address_policy import (
-    Destination,
+    CheckedUrl,
     OutboundPolicy,
     address_refusal,
     check_address,
     check_addresses,
+    check_url,
     host_is_allowed,
-    parse_destination,
     redact_url,
 )
 from shared.core.errors import DestinationRefused
@@ -44,7 +44,7 @@ LOGIC_APP = (
 def test_a_plain_https_url_is_parsed_into_host_port_and_target(
     url: str, policy: OutboundPolicy, inline: bool, host: str, port: int, target: str
 ) -> None:
-    destination = parse_destination(url, policy, inline=inline)
+    destination = check_url(url, policy, inline=inline)
     assert (destination.host, destination.port, destination.target) == (host, port, target)
 
 
@@ -95,7 +95,7 @@ def test_a_url_that_breaks_a_rule_is_refused_with_a_reason_naming_the_rule(
     url: str, policy: OutboundPolicy, inline: bool, reason: str
 ) -> None:
     with pytest.raises(DestinationRefused) as refused:
-        parse_destination(url + f"?{SIG}", policy, inline=inline)
+        check_url(url + f"?{SIG}", policy, inline=inline)
     assert reason in str(refused.value)
     assert SIG not in str(refused.value)
 
@@ -188,8 +188,8 @@ def test_every_non_public_address_is_named_for_what_it_is(address: str, reason: 
         assert reason in why
 
 
-def _destination(url: str, policy: OutboundPolicy = PRODUCTION) -> Destination:
-    return parse_destination(url, policy, inline=False)
+def _destination(url: str, policy: OutboundPolicy = PRODUCTION) -> CheckedUrl:
+    return check_url(url, policy, inline=False)
 
 
 def test_a_name_that_resolves_to_a_public_and_a_private_address_is_refused_for_the_private_one() -> None:
