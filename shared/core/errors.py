@@ -20,7 +20,9 @@
 
 API responses and destinations' answers are values, not exceptions: the hunting client returns them, the pure
 classifier (`shared.core.classify`) decides what an API's answer means, and a destination's `send` returns
-Delivered, NotNow or Refused (shared.delivery.base). DeliveryError is raised inside the delivery layer only.
+Delivered, NotNow or Refused (shared.delivery.base). DeliveryError stays inside the delivery layer, but for one
+case: a message sink's `prepare_result` raises DeliveryRefused when a result is too big for its destination and no
+link to it can be signed.
 An error that names a URL carries it redacted (`redact_url`): never its query, fragment or userinfo.
 """
 

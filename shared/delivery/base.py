@@ -9,7 +9,9 @@
 Two kinds of sink:
 
     MessageSink   render, then send (webhook, queue): `prepare_result` and `prepare_failure` make the exact bytes
-                  once; `send` sends them and answers Delivered, NotNow(retry_after) or Refused(reason). A body
+                  once (`prepare_result` raises DeliveryRefused for a result too big for the destination when no
+                  link to it can be signed, StreamBroken when the rows break off); `send` sends them and
+                  answers Delivered, NotNow(retry_after) or Refused(reason). A body
                   answered NotNow is kept (shared.delivery.pending) and sent again alone: a message sink gets
                   delivery-only retries without any code of its own.
     StreamSink    write while the rows stream (blob): `deliver_result` and `deliver_failure` answer Delivered,
