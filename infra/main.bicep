@@ -22,7 +22,7 @@ param principalType string = 'User'
 
 @allowed(['mde', 'm365d', 'graph'])
 @description('HUNT_API: the API a hunt uses when it names none, and the role granted when grantHuntingPermission is true.')
-param huntApi string = 'mde'
+param huntApi string = 'graph'
 
 @allowed(['public', 'gcc', 'gcchigh', 'dod'])
 @description('HUNT_CLOUD: picks the sign-in authority, API hosts and token audiences.')

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -78,8 +79,10 @@ def _basic_credentials(request: Request) -> tuple[str | None, str | None]:
 
 
 def token(request: Request, tenant: str, directory: Directory, issuer: TokenIssuer, counters: Counters,
-          lifetime: Callable[[], float]) -> Reply:
-    """`POST /{tenant}/oauth2/v2.0/token` with grant_type=client_credentials."""
+          lifetime: Callable[[], float], *, v1: bool = False) -> Reply:
+    """`POST /{tenant}/oauth2/v2.0/token` with grant_type=client_credentials and `scope=<resource>/.default`, or
+    with `v1` the v1 endpoint `POST /{tenant}/oauth2/token` with `resource=<resource>` (Microsoft's samples), whose
+    answer also carries `resource`, `expires_on` and `not_before`, as strings."""
     form = {name: values[0] for name, values in parse_qs(request.body.decode("utf-8", "replace")).items()}
     basic_id, basic_secret = _basic_credentials(request)
     client_id = form.get("client_id") or basic_id or ""
@@ -116,6 +119,11 @@ def token(request: Request, tenant: str, directory: Directory, issuer: TokenIssu
                          f"secret value, not the client secret ID, for a secret added to app '{client_id}'.")
     scopes = (form.get("scope") or "").split()
     resource = next((s[: -len("/.default")] for s in scopes if s.endswith("/.default")), None)
+    if v1:
+        resource = (form.get("resource") or "").rstrip("/") or None
+        if resource is None:
+            return aad_error(400, "invalid_resource", 500011, "The resource principal named (none) was not found in "
+                             "the tenant: the v1 endpoint needs 'resource'.")
     if resource is None:
         return aad_error(400, "invalid_scope", 1002012,
                          f"The provided value for scope {' '.join(scopes) or '(none)'} is not valid. Client "
@@ -125,5 +133,10 @@ def token(request: Request, tenant: str, directory: Directory, issuer: TokenIssu
     access_token, _ = issuer.mint(audience=resource, tenant=tenant, client_id=client_id,
                                   roles=roles_for_audience(app.roles, resource), lifetime_seconds=seconds)
     counters.count_token(client_id)
+    if v1:
+        now = int(time.time())
+        return json_reply(200, {"token_type": "Bearer", "expires_in": str(max(1, round(seconds))),
+                                "ext_expires_in": str(max(1, round(seconds))), "expires_on": str(now + round(seconds)),
+                                "not_before": str(now), "resource": resource, "access_token": access_token})
     return json_reply(200, {"token_type": "Bearer", "expires_in": max(1, round(seconds)),
                             "ext_expires_in": max(1, round(seconds)), "access_token": access_token})

@@ -27,25 +27,25 @@ from sandbox.webhook_receiver import WebhookReceiver
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_IDENTITY = "demo-relay-identity"
 
-HUNTS: list[dict[str, Any]] = [
-    {"id": "seed-powershell", "api": "mde",
+HUNTS: list[dict[str, Any]] = [   # Graph first: the legacy mde and m365d APIs retire on 2027-02-01
+    {"id": "seed-powershell", "api": "graph", "timespan": "P7D",
      "query": 'DeviceProcessEvents | where InitiatingProcessFileName =~ "powershell.exe" '
               "| project Timestamp, FileName, InitiatingProcessFileName | order by Timestamp desc | limit 2"},
-    {"id": "seed-appdata", "api": "mde",
+    # The sandbox plays mde as retired: this legacy hunt runs on Graph, and its envelope says so.
+    {"id": "legacy-mde-routed", "api": "mde",
      "query": "DeviceProcessEvents\n| where InitiatingProcessFileName =~ 'powershell.exe'\n"
               "| where ProcessCommandLine contains 'appdata'\n"
               "| project Timestamp, FileName, InitiatingProcessFileName, DeviceId\n| limit 2"},
-    {"id": "xdr-alerts-by-severity", "api": "m365d",
+    {"id": "xdr-alerts-by-severity", "api": "graph",
      "query": "AlertInfo | summarize Alerts = count() by Severity | order by Alerts desc"},
-    {"id": "xdr-logons-csv", "api": "m365d", "format": "csv",
+    {"id": "xdr-logons-csv", "api": "graph", "format": "csv",
      "query": "DeviceLogonEvents | where ActionType == 'LogonFailed' | project Timestamp, DeviceName, AccountName "
               "| take 20"},
-    {"id": "network-to-webhook", "api": "m365d", "destination": "soc-webhook",
+    {"id": "network-to-webhook", "api": "graph", "destination": "soc-webhook",
      "context": {"incident": "INC-1042", "playbook_run": "demo"},
      "query": "DeviceNetworkEvents | where RemotePort == 443 | project Timestamp, DeviceName, RemoteUrl | take 5"},
-    {"id": "bad-kql", "api": "m365d", "query": "DeviceProcessEvents | wherex FileName == 'x'"},
-    {"id": "graph-no-permission", "api": "graph", "timespan": "P7D",
-     "query": "EmailEvents | take 3"},
+    {"id": "bad-kql", "api": "graph", "query": "DeviceProcessEvents | wherex FileName == 'x'"},
+    {"id": "m365d-no-permission", "api": "m365d", "query": "EmailEvents | take 3"},
 ]
 
 
@@ -69,10 +69,13 @@ def main() -> int:
         try:
             print(f"local stack: Azurite queue on port {azurite.ports.queue}, sandbox at {where['api']}, "
                   f"webhook receiver at {receiver.url}")
-            # The demo's managed identity holds the mde and m365d roles but not Graph's, to show that failure.
+            # The demo's managed identity holds Graph's role and mde's but not m365d's, to show that failure; and the
+            # sandbox plays mde as retired (HTTP 410), so the mde hunt is routed to Graph.
             requests.post(where["api"] + "/_sandbox/identities", timeout=10,
                           json={"client_id": DEMO_IDENTITY,
-                                "roles": ["AdvancedQuery.Read.All", "AdvancedHunting.Read.All"]}).raise_for_status()
+                                "roles": ["ThreatHunting.Read.All", "AdvancedQuery.Read.All"]}).raise_for_status()
+            requests.post(where["api"] + "/_sandbox/knobs", timeout=10,
+                          json={"retired_apis": ["mde"], "retired_form": "gone"}).raise_for_status()
             env = {
                 **os.environ,
                 "AzureWebJobsStorage": azurite.connection_string,
@@ -121,13 +124,17 @@ def print_table(azurite: Azurite, receiver: WebhookReceiver) -> None:
         document = json.loads(request.body)
         envelopes[str(document["id"])] = (document, "webhook " + receiver.url)
     print()
-    print(f"{'job id':<24} {'api':<6} {'status':<10} {'rows':>5}  {'time':>6}  destination / error")
+    print(f"{'job id':<24} {'api':<12} {'status':<10} {'rows':>5}  {'time':>6}  destination / error")
     for hunt in HUNTS:
         document, where = envelopes.get(hunt["id"], ({}, "(not delivered)"))
         took = _seconds(document)
         error = document.get("error", {})
         detail = f"{error.get('code')}: {error.get('message', '')[:60]}" if error else where
-        print(f"{hunt['id']:<24} {hunt['api']:<6} {document.get('status', 'missing'):<10} "
+        ran = str(document.get("api") or hunt["api"])
+        api = f"{document['requested_api']}>{ran}" if document.get("requested_api") else ran
+        if document.get("warnings"):
+            detail += f" ({document['warnings'][0]})"
+        print(f"{hunt['id']:<24} {api:<12} {document.get('status', 'missing'):<10} "
               f"{document.get('row_count', ''):>5}  {took:>6}  {detail}")
     print()
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GRAPH_CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults"
+_GRAPH_PROPERTIES = {"query": "Query", "timespan": "Timespan"}
+RETIRED_MESSAGE = ("The {title} advanced hunting API has been retired and no longer returns data. Use Microsoft Graph "
+                   "runHuntingQuery (POST /v1.0/security/runHuntingQuery) instead.")
 
 
 def error_reply(status: int, api: str, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -41,6 +44,19 @@ def error_reply(status: int, api: str, code: str, message: str, headers: dict[st
         error["innerError"] = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
                                "request-id": target, "client-request-id": target}
     return json_reply(status, {"error": error}, headers)
+
+
+def retired_reply(api: str, form: str) -> Reply:
+    """How a retired endpoint answers (the knob `retired_form`)."""
+    message = RETIRED_MESSAGE.format(title={"mde": "Microsoft Defender for Endpoint",
+                                            "m365d": "Microsoft Defender XDR"}.get(api, api))
+    if form == "gone":
+        return error_reply(410, api, "Gone", message)
+    if form == "not_found":
+        return error_reply(404, api, "ResourceNotFound", "The requested resource does not exist.")
+    if form == "code":
+        return error_reply(400, api, "ApiRetired", "The request cannot be served.")
+    return error_reply(403, api, "Forbidden", message.replace("has been retired", "is deprecated"))
 
 
 def authorize(request: Request, api_name: str, sandbox: Sandbox) -> dict[str, Any] | Reply:
@@ -72,6 +88,8 @@ def _parse_body(raw: bytes, api: str) -> dict[str, Any] | Reply:
         return error_reply(400, api, "InvalidRequestBody", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return error_reply(400, api, "InvalidRequestBody", "The request body must be a JSON object.")
+    if api == "graph":   # Graph reads property names in any case: Microsoft's samples send Query, the SDK query
+        body = {_GRAPH_PROPERTIES.get(key.lower(), key): value for key, value in body.items()}
     if "Query" not in body:
         return error_reply(400, api, "MissingRequiredParameter", "Required parameter 'Query' is missing.")
     if not isinstance(body["Query"], str) or not body["Query"].strip():
@@ -116,6 +134,8 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
         sandbox.stop_event.wait(faults.latency_seconds)
     if request.method != "POST":
         return error_reply(405, api, "MethodNotAllowed", "Use POST.")
+    if api in knobs.retired_apis:
+        return retired_reply(api, knobs.retired_form)
     claims = authorize(request, api, sandbox)
     if isinstance(claims, Reply):
         return claims

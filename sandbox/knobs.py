@@ -25,6 +25,10 @@ ThrottleForm = Literal["header_and_body", "body_only", "header_only", "neither"]
 ThrottleBody = Literal["calls", "calls_for_key", "graph"]
 DurationFormat = Literal["hh:mm:ss", "seconds", "minutes", "iso8601"]
 SizeError = Literal["result_size", "preempted"]
+ApiName = Literal["mde", "m365d", "graph"]
+# How a retired endpoint answers: 410 Gone; 404 on the hunting path; 400 with a code saying so; 403 with a message
+# saying the API is deprecated (each a form the relay must recognise).
+RetiredForm = Literal["gone", "not_found", "code", "message"]
 
 
 @dataclass
@@ -60,6 +64,8 @@ class FaultKnobs:
 class Knobs:
     row_cap: int = 100_000
     token_lifetime_seconds: float = 3600.0
+    retired_apis: list[ApiName] = field(default_factory=list)   # these endpoints answer as retired
+    retired_form: RetiredForm = "gone"
     quota: QuotaKnobs = field(default_factory=QuotaKnobs)
     faults: FaultKnobs = field(default_factory=FaultKnobs)
 
@@ -78,6 +84,9 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return any(_accepts(arg, value) for arg in typing.get_args(annotation))
     if origin is Literal:
         return value in typing.get_args(annotation)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
     if annotation is type(None):
         return value is None
     if annotation is float:

@@ -106,12 +106,15 @@ def parse_instant(text: str) -> datetime:
 
 
 def parse_timespan(text: str, now: datetime) -> tuple[datetime, datetime]:
-    """Graph's ``Timespan``: a duration ending now, ``start/end``, ``duration/end`` or ``start/duration``.
+    """Graph's ``Timespan``: a duration ending now, a date/time (from then until now), ``start/end``,
+    ``duration/end`` or ``start/duration``.
 
     Returns the window (start, end) in UTC; ValueError if the text is none of these or the window is empty.
     """
     parts = text.split("/")
-    if len(parts) == 1:
+    if len(parts) == 1 and not parts[0].strip().upper().startswith("P"):
+        start, end = parse_instant(parts[0]), now
+    elif len(parts) == 1:
         start, end = now - parse_duration(parts[0]), now
     elif len(parts) == 2 and parts[0].strip().upper().startswith("P"):
         end = parse_instant(parts[1])

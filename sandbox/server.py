@@ -30,7 +30,7 @@ from sandbox.counters import Counters
 from sandbox.faults import FaultPlan
 from sandbox.http_base import Reply, ReplyingHandler, Request, SandboxHTTPServer, json_reply
 from sandbox.hunting import Api, HuntingEngine
-from sandbox.hunting_api import hunting_call
+from sandbox.hunting_api import error_reply, hunting_call
 from sandbox.identity import Directory
 from sandbox.knobs import Knobs, QuotaKnobs
 from sandbox.quota import QuotaBook
@@ -43,10 +43,13 @@ HUNTING_PATHS: dict[str, Api] = {
     "/api/advancedqueries/run": "mde",
     "/api/advancedhunting/run": "m365d",
     "/v1.0/security/runHuntingQuery": "graph",
+    # The Graph SDK calls the action by its namespaced name; Graph takes both.
+    "/v1.0/security/microsoft.graph.security.runHuntingQuery": "graph",
 }
 DIRECTORY_PREFIX = "/v1.0/servicePrincipals"
 _OPENID = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
+_TOKEN_V1 = re.compile(r"^/([^/]+)/oauth2/token$")   # the v1 endpoint (resource=), as Microsoft's samples use
 _KEYS = re.compile(r"^/([^/]+)/discovery/v2\.0/keys$")
 
 
@@ -214,8 +217,7 @@ class Sandbox:
             return "admin", admin.admin_call(request, self)
         if request.path.startswith(DIRECTORY_PREFIX):
             return "directory", self._directory_call(request)
-        return "unknown", json_reply(404, {"error": {"code": "NotFound",
-                                                     "message": f"No sandbox endpoint at {request.path}."}})
+        return "unknown", error_reply(404, "graph", "ResourceNotFound", f"No sandbox endpoint at {request.path}.")
 
     @staticmethod
     def _directory_extension() -> Any:
@@ -256,9 +258,17 @@ class Sandbox:
                                 self._token_lifetime)
                 if request.method == "POST" else authority.aad_error(405, "invalid_request", 900561,
                                                                      "The endpoint only accepts POST requests."))
+        elif match := _TOKEN_V1.match(request.path):
+            endpoint = "token"
+            reply = self._identity_fault("token") or (
+                authority.token(request, match.group(1), self.directory, self.issuer, self.counters,
+                                self._token_lifetime, v1=True)
+                if request.method == "POST" else authority.aad_error(405, "invalid_request", 900561,
+                                                                     "The endpoint only accepts POST requests."))
         elif _KEYS.match(request.path):
             reply, endpoint = json_reply(200, {"keys": []}), "keys"
         else:
-            reply, endpoint = json_reply(404, {"error": "not_found", "error_description": request.path}), "unknown"
+            reply, endpoint = error_reply(404, "graph", "ResourceNotFound",
+                                          f"No sandbox endpoint at {request.path}."), "unknown"
         self.counters.count_call(endpoint, reply.status)
         return reply

@@ -46,10 +46,19 @@ class Job:
     message: MessageInfo
     request: HuntRequest
     sink: Sink | None
+    ran_on: HuntRequest | None = None   # the hunt as it ran, when another API ran it (shared.core.routing)
 
     @property
     def id(self) -> str:
         return self.request.id
+
+    @property
+    def ran(self) -> HuntRequest:
+        """The hunt as it runs and is delivered; copies put back on the queue are of `request`."""
+        return self.ran_on or self.request
+
+    def ran_as(self, ran: HuntRequest) -> Job:
+        return self if ran is self.request else replace(self, ran_on=ran)
 
     def without_sink(self) -> Job:
         return replace(self, sink=None)
@@ -78,14 +87,14 @@ class HuntEndings:
         records its failure apart, so that the job's own record stays free."""
         now = self._clock()
         logger.warning("hunt %s: failed (%s)", job.id, error.code)
-        failed = envelope.failure(job.request, error, completed_at=now)
+        failed = envelope.failure(job.ran, error, completed_at=now)
         # The record first: it must exist even when the destination itself is what keeps failing (poison).
         self._dead_letters.record(key=record_key or job.id, raw=job.message.raw, reason=error.code,
                                   error=error.as_dict(), queue=self._queue_name, message_id=job.message.message_id,
                                   dequeue_count=job.message.dequeue_count, now=now,
                                   first_enqueued_at=job.request.first_enqueued_at)
         location = self._deliver_failure(job.sink, job.id, failed, best_effort=best_effort, request=job.request)
-        return Outcome(job.id, cause, error.code, job.request.api, location=location, error_code=error.code)
+        return Outcome(job.id, cause, error.code, job.ran.api, location=location, error_code=error.code)
 
     def unreadable(self, message: MessageInfo, cause: str) -> Outcome:
         error = ErrorInfo("Unreadable", f"the message could not be handled ({cause}); its raw bytes are recorded",

@@ -206,7 +206,7 @@ def grant_permission(principal_id: str, api: str, *, credential: TokenCredential
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--principal-id", required=True,
                         help="object (principal) id of the managed identity or app's service principal")
-    parser.add_argument("--api", choices=API_NAMES, default=os.environ.get("HUNT_API") or "mde",
+    parser.add_argument("--api", choices=API_NAMES, default=os.environ.get("HUNT_API") or "graph",
                         help="the hunting API whose role to grant (default HUNT_API, else mde)")
     parser.add_argument("--cloud", choices=CLOUD_NAMES, default=os.environ.get("HUNT_CLOUD") or "public",
                         help="the cloud: picks Graph's host and token audience (default HUNT_CLOUD, else public)")

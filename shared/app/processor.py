@@ -38,6 +38,7 @@ from shared.core.relay_mark import MessageMark
 from shared.core.retry_policy import Cause as RetryCause
 from shared.core.retry_policy import DestinationNotNow, GateWait, GiveUp, Limits, TransientFault, decide
 from shared.core.retry_policy import Throttled as ThrottledCause
+from shared.core.routing import is_retired_answer, retired_warning, route
 from shared.core.settings import Settings
 from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink
 from shared.delivery.pending import Kept, PendingDeliveries, Sent
@@ -60,13 +61,21 @@ class Runner(Protocol):
     def run(self, api: str, query: str, timespan: str | None = None) -> ApiResult: ...
 
 
+class Retired(Protocol):
+    """Which legacy APIs the fleet has seen answer as retired (shared.adapters.retirements)."""
+
+    def known(self) -> frozenset[str]: ...
+    def mark(self, api: str) -> None: ...
+
+
 class HuntProcessor:
     def __init__(self, *, settings: Settings, client: Runner, sink_for: Callable[[Target], Sink],
                  dead_letters: DeadLetters, requeue: Callable[[str, float], None], gate: Gate | None,
                  render_template: Callable[[str, dict[str, Any]], str] | None,
                  clock: Callable[[], datetime], rand: Callable[[], float], mark: MessageMark | None = None,
-                 pending: PendingDeliveries | None = None) -> None:
+                 pending: PendingDeliveries | None = None, retired: Retired | None = None) -> None:
         self._settings = settings
+        self._retired = retired
         self._client = client
         self._sink_for = sink_for
         self._gate = gate
@@ -111,11 +120,16 @@ class HuntProcessor:
             query = self._query_of(request)
         except InvalidHuntRequest as error:
             return self._end.fail(job, ErrorInfo("InvalidTemplate", str(error)))
-        if self._gate is not None:
-            verdict = self._gate.admit(request.api)
-            if isinstance(verdict, Wait):   # the same attempt goes back on the queue: no call was spent
-                return self._retry(job, GateWait(verdict.seconds, verdict.reason))
-        reply = self._client.run(request.api, query, request.timespan)
+        ran = self._route(request)
+        reply = self._call(ran, query)
+        if isinstance(reply, Wait):   # the same attempt goes back on the queue: no call was spent
+            return self._retry(job, GateWait(reply.seconds, reply.reason))
+        if isinstance(reply, ApiReply) and self._retired_now(ran, reply):
+            ran = request.ran_on("graph", retired_warning(ran.api))   # re-run on Graph: no attempt is spent
+            reply = self._call(ran, query)
+            if isinstance(reply, Wait):
+                return self._retry(job, GateWait(reply.seconds, reply.reason))
+        job = job.ran_as(ran)
         if isinstance(reply, TransportFailure):
             return self._retry(job, TransientFault(reply.reason))
         if isinstance(reply, ApiReply):
@@ -128,6 +142,34 @@ class HuntProcessor:
             return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
         finally:
             reply.close()
+
+    def _route(self, request: HuntRequest) -> HuntRequest:
+        """The hunt as it runs: on the API it names, or on Graph (shared.core.routing)."""
+        if request.api == "graph" or self._settings.legacy_apis == "legacy":
+            return request
+        retired = self._retired.known() if self._retired is not None and self._settings.legacy_apis == "auto" \
+            else frozenset()
+        chosen = route(request.api, self._settings.legacy_apis, now=self._clock(), retired=retired)
+        return request.ran_on(chosen.api, chosen.warnings)
+
+    def _call(self, ran: HuntRequest, query: str) -> ApiResult | Wait:
+        """One call through the fleet's quota gate, on the API the hunt runs on."""
+        if self._gate is not None:
+            verdict = self._gate.admit(ran.api)
+            if isinstance(verdict, Wait):
+                return verdict
+        return self._client.run(ran.api, query, ran.timespan)
+
+    def _retired_now(self, ran: HuntRequest, reply: ApiReply) -> bool:
+        """A legacy API answered as retired, under HUNT_LEGACY_APIS=auto: remembered fleet-wide."""
+        if ran.api == "graph" or self._settings.legacy_apis != "auto" or not is_retired_answer(reply.status,
+                                                                                                 reply.body):
+            return False
+        if self._retired is not None:
+            self._retired.mark(ran.api)
+        logger.warning("hunt %s: the %s API answered as retired (HTTP %s); running it on Microsoft Graph", ran.id,
+                       ran.api, reply.status)
+        return True
 
     def process_poison(self, message: MessageInfo) -> Outcome:
         """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it.
@@ -166,11 +208,11 @@ class HuntProcessor:
         return self._render_template(request.template, dict(request.parameters))
 
     def _answer(self, job: Job, reply: ApiReply) -> Outcome:
-        verdict = classify(reply.status, reply.body, APIS[job.request.api])
+        verdict = classify(reply.status, reply.body, APIS[job.ran.api])
         if isinstance(verdict, Terminal):
             return self._end.fail(job, verdict.error)
         if isinstance(verdict, Throttled):
-            return self._retry(job, ThrottledCause(reply.headers, reply.body, f"HTTP 429 from the {job.request.api} "
+            return self._retry(job, ThrottledCause(reply.headers, reply.body, f"HTTP 429 from the {job.ran.api} "
                                                                                "API"))
         assert not isinstance(verdict, Success)
         return self._retry(job, TransientFault(verdict.reason if isinstance(verdict, Transient)
@@ -181,7 +223,7 @@ class HuntProcessor:
         decision = decide(cause, job.request, self._limits, now=self._clock(), rand=self._rand, encode=self._encode,
                           hint=hint)
         if isinstance(cause, ThrottledCause) and self._gate is not None:
-            self._gate.throttled(job.request.api, decision.delay)   # every instance pauses, whatever this hunt does
+            self._gate.throttled(job.ran.api, decision.delay)   # every instance pauses, whatever this hunt does
         if isinstance(decision, GiveUp):
             # A destination that said "not now" is not sent the failure too: the record is the answer.
             return self._end.fail(job.without_sink() if isinstance(cause, DestinationNotNow) else job, decision.error)
@@ -190,7 +232,7 @@ class HuntProcessor:
         return self._end.requeue(job, decision, _OUTCOME_OF[type(cause)], cause.reason)
 
     def _deliver(self, job: Job, stream: ResultStream) -> Outcome:
-        request, sink = job.request, job.sink
+        request, sink = job.ran, job.sink
         assert sink is not None
         if not isinstance(sink, MessageSink):
             delivered = sink.deliver_result(request, stream, self._clock)
@@ -205,18 +247,18 @@ class HuntProcessor:
         if self._pending is None:
             return self._retry(job, TransientFault(sent.reason, sent.retry_after))
         try:
-            self._pending.keep(request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
+            self._pending.keep(job.request, prepared.body, rows)   # before the copy: a crash may duplicate, never lose
         except PendingConflict:
             # The dead-letter record is this request's answer: its destination just refused to take anything.
             return self._end.fail(job.without_sink(), ErrorInfo(
                 "Conflict", f"another request under the job id {request.id} waits for its delivery; this one "
                 "was not kept and the first is untouched", hint="give every distinct hunt its own id"),
-                record_key=f"{request.id}.conflict.{request.digest()[:16]}")
+                record_key=f"{request.id}.conflict.{job.request.digest()[:16]}")
         return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after), hint=self._kept_hint(request))
 
     def _delivered(self, job: Job, rows: int | None, location: str, note: str = "") -> Outcome:
         logger.info("hunt %s: delivered %s rows to %s%s", job.id, rows, location, f" ({note})" if note else "")
-        return Outcome(job.id, Cause.DELIVERED, note, job.request.api, rows, location)
+        return Outcome(job.id, Cause.DELIVERED, note, job.ran.api, rows, location)
 
     def _redeliver(self, job: Job) -> Outcome:
         """A delivery-only copy: no gate, no API call; the kept body goes again to the hunt's own destination."""

@@ -26,6 +26,7 @@ from shared.adapters.hunting_client import HuntingClient
 from shared.adapters.message_keys import LazyRelayMark
 from shared.adapters.outbound import SafeSender
 from shared.adapters.quota_table import QuotaGates
+from shared.adapters.retirements import Retirements
 from shared.adapters.storage import create_if_missing, storage_clients, table_service
 from shared.app import log_scrub
 from shared.app.processor import HuntProcessor
@@ -75,6 +76,7 @@ class Relay:
             settings=settings, client=self.client, sink_for=self.sink_for, dead_letters=self.dead_letters,
             requeue=self.requeue, gate=self.gates, render_template=self.render_template, clock=clock, rand=rand,
             mark=self.mark, pending=PendingDeliveries(self.container(settings.results_container)),
+            retired=Retirements(self.container(settings.state_container)),
         )
 
     def ensure_resources(self) -> None:

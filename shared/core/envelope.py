@@ -1,6 +1,7 @@
 """The result envelope a destination receives (see the README's "Result envelope").
 
-    id, status ("succeeded" | "failed"), api, query | template, context, attempts, submitted_at, completed_at,
+    id, status ("succeeded" | "failed"), api, [requested_api, warnings: when another API ran the hunt],
+    query | template, context, attempts, submitted_at, completed_at,
     row_count, truncated, schema [{name, type}], stats, then results (or results_url) | error {code, message, ...}
 
 Pure: times are passed in. For a success the rows are streamed between `head` and `tail` (see result_formats).
@@ -24,6 +25,9 @@ def iso(moment: datetime) -> str:
 
 def head(request: HuntRequest, status: str) -> dict[str, Any]:
     envelope: dict[str, Any] = {"id": request.id, "status": status, "api": request.api}
+    if request.requested_api is not None:
+        envelope["requested_api"] = request.requested_api
+        envelope["warnings"] = list(request.warnings)
     if request.template is not None:
         envelope["template"] = request.template
         envelope["parameters"] = dict(request.parameters)

@@ -72,6 +72,14 @@ class HuntRequest:
     last_error: str | None = None
     pending_delivery: str | None = None
     dropped: tuple[str, ...] = ()   # relay-kept fields the message carried without a valid mark (never sent on)
+    requested_api: Api | None = None   # set when another API ran the hunt (shared.core.routing); never sent on
+    warnings: tuple[str, ...] = ()     # why, for the envelope
+
+    def ran_on(self, api: Api, warnings: tuple[str, ...]) -> HuntRequest:
+        """This hunt as run on `api` instead of the one it names (the envelope says both, and why)."""
+        if api == self.api:
+            return self
+        return replace(self, api=api, requested_api=self.api, warnings=warnings)
 
     def digest(self) -> str:
         """What makes two messages the same request: a SHA-256 of everything but the relay's own fields."""

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, cast
 from shared.core.apis import API_NAMES, CLOUD_NAMES, Api, Cloud
 from shared.core.errors import SettingsError
 from shared.core.relay_mark import parse_keys
+from shared.core.routing import LEGACY_MODES, LegacyMode
 from shared.core.webhook_signing import parse_secret_list
 
 AuthMode = Literal["managed_identity", "client_secret", "certificate"]
@@ -41,7 +42,11 @@ SETTINGS: tuple[Setting, ...] = (
             "identity-based with AzureWebJobsStorage__accountName (or __queueServiceUri/__blobServiceUri/"
             "__tableServiceUri), __credential=managedidentity and __clientId"),
     Setting("HUNT_QUEUE", "hunts", "The queue hunts arrive on; its poison queue is <name>-poison"),
-    Setting("HUNT_API", "mde", "Default API when a message names none: mde, m365d or graph"),
+    Setting("HUNT_API", "graph", "Default API when a message names none: graph (Microsoft Graph runHuntingQuery), or "
+            "the retiring mde or m365d"),
+    Setting("HUNT_LEGACY_APIS", "auto", "What a hunt that names mde or m365d does: auto (that API until it retires "
+            "on 2027-02-01 or answers as retired, then Microsoft Graph), graph (always Graph) or legacy (always the "
+            "API it names)"),
     Setting("HUNT_API_BASE_URL", None, "Overrides the API host (regional, sovereign, or the local sandbox)"),
     Setting("HUNT_CLOUD", "public", "public, gcc, gcchigh or dod: picks the sign-in authority, API host and scope"),
     Setting("HUNT_AUTH", "managed_identity", "managed_identity, client_secret or certificate"),
@@ -130,6 +135,7 @@ class Settings:
     storage: StorageConfig
     queue: str
     api: Api
+    legacy_apis: LegacyMode
     api_base_url: str | None
     cloud: Cloud
     auth: AuthMode
@@ -293,7 +299,8 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
     settings = Settings(
         storage=storage, queue=read.name("HUNT_QUEUE", re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,55}[a-z0-9]"),
                                          "queue name (3-56 lowercase letters, digits, -)"),
-        api=api, api_base_url=base_url, cloud=cloud, auth=auth, client_id=client_id, tenant_id=tenant_id,
+        api=api, legacy_apis=cast(LegacyMode, read.choice("HUNT_LEGACY_APIS", LEGACY_MODES)),
+        api_base_url=base_url, cloud=cloud, auth=auth, client_id=client_id, tenant_id=tenant_id,
         client_secret=client_secret, certificate_path=certificate, authority_host=read.get("AZURE_AUTHORITY_HOST"),
         identity_endpoint=read.raw("IDENTITY_ENDPOINT") or read.raw("MSI_ENDPOINT"),
         destinations=destinations, default_destination=default_destination,

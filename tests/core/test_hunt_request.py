@@ -38,6 +38,7 @@ VALID = [
     {"query": "x", "id": "job-1", "api": "m365d", "format": "csv", "context": {"incident": 42}},
     {"query": "x", "api": "graph", "timespan": "P7D"},
     {"query": "x", "api": "graph", "timespan": "2026-11-01T00:00:00Z/2026-11-02T00:00:00Z"},
+    {"query": "x", "api": "graph", "timespan": "2026-11-01T00:00:00Z"},   # Graph: from then until now
     {"query": "x", "destination": "soc-webhook", "format": "ndjson"},
     {"template": "logons-of-user", "parameters": {"upn": "a@b.example"}},
     {"template": "logons-of-user"},

@@ -18,7 +18,7 @@ STORAGE = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;A
 
 def test_defaults_give_a_working_relay_with_a_blob_destination():
     settings = load_settings(STORAGE)
-    assert (settings.queue, settings.api, settings.cloud) == ("hunts", "mde", "public")
+    assert (settings.queue, settings.api, settings.cloud) == ("hunts", "graph", "public")
     assert settings.auth == "managed_identity"
     assert settings.poison_queue == "hunts-poison"
     assert settings.default_destination == "default"
@@ -164,3 +164,18 @@ def test_every_default_lives_in_the_settings_table():
             settings.log_level) == (defaults["HUNT_QUEUE"], defaults["HUNT_RESULTS_CONTAINER"],
                                     defaults["HUNT_GATE_TABLE"], defaults["HUNT_MAX_ATTEMPTS"],
                                     defaults["HUNT_LOG_LEVEL"])
+
+
+def test_graph_is_the_default_api_and_legacy_hunts_are_routed_automatically():
+    settings = load_settings(STORAGE)
+    assert (settings.api, settings.legacy_apis) == ("graph", "auto")
+
+
+@pytest.mark.parametrize("value", ["auto", "graph", "legacy"])
+def test_the_legacy_api_mode_is_one_of_three(value):
+    assert load_settings({**STORAGE, "HUNT_LEGACY_APIS": value}).legacy_apis == value
+
+
+def test_a_legacy_api_mode_with_a_typo_is_an_error():
+    with pytest.raises(SettingsError, match="HUNT_LEGACY_APIS='grpah' is not allowed"):
+        load_settings({**STORAGE, "HUNT_LEGACY_APIS": "grpah"})

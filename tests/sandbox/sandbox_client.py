@@ -11,7 +11,7 @@ from azure.identity import ClientSecretCredential
 from sandbox.server import HUNTING_PATHS, Sandbox
 from sandbox.tokens import APIS
 
-PATHS: dict[str, str] = {api: path for path, api in HUNTING_PATHS.items()}
+PATHS: dict[str, str] = {api: path for path, api in reversed(HUNTING_PATHS.items())}   # the first path per API
 
 SEED_QUERY = (
     'DeviceProcessEvents | where InitiatingProcessFileName =~ "powershell.exe" '
