@@ -5,8 +5,8 @@ relay delivers for the same query."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import json
+import ssl
 import uuid
 from typing import Any
 
