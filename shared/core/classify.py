@@ -66,20 +66,26 @@ class Terminal:
 Verdict = Success | Throttled | Transient | Terminal
 
 
-def envelope_message(body: str) -> str | None:
-    """The message of the service's error envelope (`error.message`, or a token endpoint's `error_description`),
-    or None when the body is not such an envelope. The relay's one reader of the services' error bodies."""
+def envelope_error(body: str) -> tuple[str | None, str | None]:
+    """(code, message) of the service's error envelope (`error.code`, `error.message`; a token endpoint's
+    `error_description`), each None when absent. The relay's one reader of the services' error bodies."""
     try:
         envelope = json.loads(body)
     except (ValueError, RecursionError):
-        return None
-    if isinstance(envelope, dict):
-        error = envelope.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(envelope.get("error_description"), str):
-            return str(envelope["error_description"])
-    return None
+        return None, None
+    if not isinstance(envelope, dict):
+        return None, None
+    error = envelope.get("error")
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        return (code if isinstance(code, str) else None), (message if isinstance(message, str) else None)
+    description = envelope.get("error_description")
+    return None, (description if isinstance(description, str) else None)
+
+
+def envelope_message(body: str) -> str | None:
+    """The message of the service's error envelope, or None when the body is not such an envelope."""
+    return envelope_error(body)[1]
 
 
 def service_message(body: str) -> str:

@@ -16,14 +16,13 @@ the one asked for, and `warnings` says why. Pure: the time and what is known ret
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from shared.core.apis import Api
-from shared.core.classify import envelope_message
+from shared.core.classify import envelope_error
 
 RETIREMENT = datetime(2027, 2, 1, tzinfo=UTC)
 LegacyMode = Literal["auto", "graph", "legacy"]
@@ -68,15 +67,6 @@ def is_retired_answer(status: int, body: str) -> bool:
         return True
     if status < 400:
         return False
-    text = (envelope_message(body) or "") + " " + _error_code(body)
-    return any(word in text.lower() for word in _RETIRED_WORDS)
-
-
-def _error_code(body: str) -> str:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        return ""
-    error = document.get("error") if isinstance(document, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else ""
+    code, message = envelope_error(body)
+    text = f"{code or ''} {message or ''}".lower()
+    return any(word in text for word in _RETIRED_WORDS)
