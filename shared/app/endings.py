@@ -105,22 +105,25 @@ class HuntEndings:
         return Outcome(message.message_id, Cause.POISON, error.code, error_code=error.code)
 
     def reject(self, message: MessageInfo, error: InvalidHuntRequest,
-               sink_for: Callable[[str | None], Target | Refused], build: Callable[[Target], Sink]) -> Outcome:
-        """`sink_for(destination)` resolves the message's destination, when it names a usable one."""
+               sink_for: Callable[[str | None], Target | Refused], build: Callable[[Target], Sink], *,
+               best_effort: bool = False) -> Outcome:
+        """`sink_for(destination)` resolves the message's destination, when it names a usable one; with
+        `best_effort` (the poison handler) a storage error on the way there leaves the record as the answer."""
         now = self._clock()
         info = ErrorInfo("InvalidHuntRequest", str(error), hint="see the message format in the README and "
                          "schemas/hunt-request.v1.schema.json")
         job_id, context, destination = _salvage(message.raw)
         key = job_id or message.message_id
         logger.warning("hunt %s: rejected the message (%s)", key, error.field or "message")
-        target = sink_for(destination)
-        location = None
-        if isinstance(target, Target):   # else no destination to tell: the record below is the answer
-            location = self._deliver_failure(build(target), key, envelope.failure(
-                None, info, completed_at=now, job_id=key, context=context))
+        # The record first, as in `fail`: it must exist even when the destination is what fails.
         self._dead_letters.record(key=key, raw=message.raw, reason="InvalidHuntRequest", error=info.as_dict(),
                                   queue=self._queue_name, message_id=message.message_id,
                                   dequeue_count=message.dequeue_count, now=now)
+        target = sink_for(destination)
+        location = None
+        if isinstance(target, Target):   # else no destination to tell: the record is the answer
+            location = self._deliver_failure(build(target), key, envelope.failure(
+                None, info, completed_at=now, job_id=key, context=context), best_effort=best_effort)
         return Outcome(key, Cause.REJECTED, str(error), location=location, error_code="InvalidHuntRequest")
 
     def _deliver_failure(self, sink: Sink | None, job_id: str, failed: dict[str, Any], *,
@@ -161,11 +164,11 @@ class HuntEndings:
             logger.warning("hunt %s: the destination did not take the failure envelope (%s) and the hunt has no "
                            "retry left; the dead-letter record holds it", request.id, sent.reason)
             return
-        try:
-            self._pending.keep(request, body, None)   # before the copy: a crash may duplicate, never lose
+        try:   # before the copy: a crash may duplicate, never lose; and never over a result that waits
+            self._pending.keep(request, body, None, over_waiting=False)
         except PendingConflict:
-            logger.warning("hunt %s: another request under this job id waits for its delivery; the dead-letter "
-                           "record holds this failure", request.id)
+            logger.warning("hunt %s: a body under this job id waits for its delivery; the dead-letter record holds "
+                           "this failure", request.id)
             return
         self._requeue(decision.text, decision.delay)
         logger.warning("hunt %s: the destination did not take the failure envelope (%s), delivery only in %.1f s",

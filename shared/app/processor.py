@@ -188,7 +188,7 @@ class HuntProcessor:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as invalid:
-            return self._end.reject(message, invalid, self._target, self._sink_for)
+            return self._end.reject(message, invalid, self._target, self._sink_for, best_effort=True)
         error = ErrorInfo("Poison", f"the hunt could not be processed in {self._settings.max_dequeue_count} "
                                     "deliveries (the handler failed each time); it was not run again",
                           hint="check the relay's logs for this job id; send the hunt again once fixed")
@@ -222,8 +222,8 @@ class HuntProcessor:
         """The core decides (requeue after how long, as what copy, or give up); this carries it out."""
         decision = decide(cause, job.request, self._limits, now=self._clock(), rand=self._rand, encode=self._encode,
                           hint=hint)
-        if isinstance(cause, ThrottledCause) and self._gate is not None:
-            self._gate.throttled(job.ran.api, decision.delay)   # every instance pauses, whatever this hunt does
+        if isinstance(cause, ThrottledCause) and self._gate is not None and decision.pause is not None:
+            self._gate.throttled(job.ran.api, decision.pause)   # every instance pauses, whatever this hunt does
         if isinstance(decision, GiveUp):
             # A destination that said "not now" is not sent the failure too: the record is the answer.
             return self._end.fail(job.without_sink() if isinstance(cause, DestinationNotNow) else job, decision.error)

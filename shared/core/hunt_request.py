@@ -90,7 +90,9 @@ class HuntRequest:
 
     def next_attempt(self, last_error: str) -> HuntRequest:
         """The copy that goes back on the queue: one more attempt, the same id and first-enqueued time."""
-        return replace(self, attempt=self.attempt + 1, last_error=last_error[:500])
+        # A service's message may carry a lone surrogate escape: the copy must be strict JSON the relay reads back.
+        readable = last_error[:500].encode("utf-8", "replace").decode("utf-8")
+        return replace(self, attempt=self.attempt + 1, last_error=readable)
 
     def delivery_only(self) -> HuntRequest:
         """This hunt marked as a delivery-only retry: its body is stored, the query is not run again."""

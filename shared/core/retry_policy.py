@@ -16,7 +16,9 @@ Then, for every cause, the limits, in this order:
    would run at or after the hunt's maximum age is not made. GiveUp("GaveUp", "gave up after N attempts over T;
    last error: ...").
 2. The visibility cap: a delay is at most `max_visibility_seconds` (below the queue message's 7-day time-to-live;
-   the queue's own maximum visibility timeout is 7 days) and never negative.
+   the queue's own maximum visibility timeout is 7 days) and never negative. For a 429, `pause` is that delay
+   before the hunt's own age shortens it: the quota gate pauses the whole fleet for what the service said, even
+   when this hunt gives up.
 3. The copy's size: a copy over the queue's 64 KiB limit (the relay's own fields and mark added) drops its
    `last_error` (HuntRequest.to_message does); one still over is GiveUp("MessageTooLarge").
 
@@ -90,12 +92,13 @@ class Requeue:
     copy: HuntRequest
     text: str                # the copy as the queue message, marked
     source: str = "backoff"  # what the delay came from: header, body, backoff, gate, destination
+    pause: float | None = None   # Throttled: how long the API asked every caller to wait (for the quota gate)
 
 
 @dataclass(frozen=True)
 class GiveUp:
     error: ErrorInfo
-    delay: float = 0.0   # the delay a copy would have waited (a 429's pause still reaches the quota gate)
+    pause: float | None = None   # Throttled: the API's pause still reaches the quota gate when this hunt gives up
 
 
 def age_seconds(request: HuntRequest, now: datetime) -> float:
@@ -109,10 +112,13 @@ def decide(cause: Cause, request: HuntRequest, limits: Limits, *, now: datetime,
     remaining = max(0.0, limits.max_age_seconds - age)
     delay, source = _delay(cause, request, now=now, rand=rand, remaining=remaining)
     delay = max(0.0, min(delay, limits.max_visibility_seconds))
+    # The fleet's pause is the service's word, whatever this hunt's own age allows it.
+    pause = delay if isinstance(cause, Throttled) else None
+    delay = min(delay, remaining) if isinstance(cause, Throttled) else delay
     spends_attempt = not isinstance(cause, GateWait)
     if (spends_attempt and request.attempt >= limits.max_attempts) or age + delay >= limits.max_age_seconds:
         return GiveUp(ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
-                                          f"last error: {cause.reason}", hint=hint), delay)
+                                          f"last error: {cause.reason}", hint=hint), pause)
     if isinstance(cause, GateWait):
         copy = request
     elif isinstance(cause, DestinationNotNow):
@@ -125,15 +131,15 @@ def decide(cause: Cause, request: HuntRequest, limits: Limits, *, now: datetime,
         return GiveUp(ErrorInfo(
             "MessageTooLarge", f"the hunt had to go back on the queue ({cause.reason}), but its copy with the relay's "
                                f"own fields is {size} bytes, over the queue's {limits.max_message_bytes}-byte limit",
-            hint="keep hunt messages at least 1 KiB under 64 KiB (a shorter query or context)"), delay)
-    return Requeue(delay, copy, text, source)
+            hint="keep hunt messages at least 1 KiB under 64 KiB (a shorter query or context)"), pause)
+    return Requeue(delay, copy, text, source, pause)
 
 
 def _delay(cause: Cause, request: HuntRequest, *, now: datetime, rand: Callable[[], float],
            remaining: float) -> tuple[float, str]:
-    if isinstance(cause, Throttled):
+    if isinstance(cause, Throttled):   # uncapped by the age here: decide caps the copy's delay, not the pause
         delay = throttle_delay(cause.headers, cause.body, attempt=request.attempt, now=now, rand=rand,
-                               max_delay=remaining)
+                               max_delay=math.inf)
         return delay.seconds, delay.source
     if isinstance(cause, GateWait):
         return cause.seconds, "gate"

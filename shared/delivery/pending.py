@@ -73,10 +73,11 @@ class PendingDeliveries:
     def location(self, request: HuntRequest) -> str:
         return f"{self._container.container_name}/{pending_delivery_name(request.id)}"
 
-    def keep(self, request: HuntRequest, body: bytes, rows: int | None) -> str:
-        """Stores the body: create-only, or over an earlier render of the same request, or over the marker of a
-        delivery already made. PendingConflict when another request's body waits there; storage errors
-        propagate."""
+    def keep(self, request: HuntRequest, body: bytes, rows: int | None, *, over_waiting: bool = True) -> str:
+        """Stores the body: create-only, or over an earlier render of the same request (not with
+        `over_waiting=False`: a failure envelope never replaces a result that waits), or over the marker of a
+        delivery already made. PendingConflict when another body waits there and may not be replaced; storage
+        errors propagate."""
         metadata = {_DESTINATION_KEY: destination_digest(request), _REQUEST_KEY: request.digest()}
         if rows is not None:
             metadata[_ROWS_KEY] = str(rows)
@@ -93,8 +94,9 @@ class PendingDeliveries:
             except ResourceNotFoundError:
                 continue
             existing = properties.metadata or {}
-            if _SENT_KEY not in existing and existing.get(_REQUEST_KEY) != metadata[_REQUEST_KEY]:
-                raise PendingConflict(f"job {request.id}: another request under this id waits for its delivery")
+            waiting = _SENT_KEY not in existing
+            if waiting and (not over_waiting or existing.get(_REQUEST_KEY) != metadata[_REQUEST_KEY]):
+                raise PendingConflict(f"job {request.id}: another body under this id waits for its delivery")
             try:
                 blob.upload_blob(body, overwrite=True, metadata=metadata, content_settings=settings,
                                  etag=properties.etag, match_condition=MatchConditions.IfNotModified)

@@ -125,3 +125,18 @@ def test_a_copy_over_the_queues_limit_is_a_clear_failure_not_a_refused_send(spar
         assert decision.error.code == "MessageTooLarge" and "64 KiB" in (decision.error.hint or "")
     else:
         assert len(decision.text.encode()) <= MAX_QUEUE_MESSAGE_BYTES
+
+
+def test_a_429s_pause_for_the_fleet_is_the_services_even_when_this_hunt_has_no_age_left():
+    decision = run(THROTTLED_30, hunt(age=3600.0 - 5.0), rand=0.0)
+    assert isinstance(decision, GiveUp) and decision.pause == 30.0
+    requeued = run(THROTTLED_30, hunt(age=0.0), rand=0.0)
+    assert isinstance(requeued, Requeue) and requeued.pause == requeued.delay == 30.0
+    assert run(TransientFault("x"), hunt()).pause is None   # only a 429 pauses the fleet
+
+
+def test_a_copy_whose_last_error_held_a_lone_surrogate_is_read_back():
+    decision = run(TransientFault("HTTP 503 from the mde API: bad \udc00 text"), hunt())
+    assert isinstance(decision, Requeue)
+    again = decode_hunt_request(decision.text, message_id="m2", default_api="mde", now=NOW, mark=MARK)
+    assert again.attempt == 2 and again.last_error == "HTTP 503 from the mde API: bad ? text"

@@ -149,6 +149,16 @@ def test_an_invalid_message_with_a_usable_id_also_gets_a_failed_envelope(relay_s
     assert failure["context"] == {"a": 1}
 
 
+def test_an_invalid_poisoned_message_whose_destination_storage_fails_is_still_recorded_and_answered(relay_stack):
+    relay = relay_stack.make()
+    relay_stack.blob_service().delete_container(relay_stack.results_container)   # the failure envelope's home
+    raw = json.dumps({"id": "job-bad-poison", "query": "x", "format": "xml"}).encode()
+    outcome = relay.handle_poison(raw, message_id="p-1", dequeue_count=6)
+    assert outcome.status == "rejected" and outcome.location is None
+    [record] = relay_stack.dead_letters()
+    assert (record["key"], record["reason"]) == ("job-bad-poison", "InvalidHuntRequest")
+
+
 def test_a_redelivered_job_is_not_run_twice(relay_stack):
     relay = relay_stack.make()
     enqueue(relay, query="DeviceInfo | take 1", id="job-twice")

@@ -353,3 +353,35 @@ def test_a_failure_envelope_of_a_hunt_with_no_attempt_left_is_not_retried(
     assert record["reason"] == "QueryError"
     assert pending_blobs(relay_stack) == []
     assert relay.hunt_queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_failure_envelope_never_replaces_a_result_that_waits_for_its_delivery(relay_stack: RelayStack):
+    relay = relay_stack.make()
+    store = PendingDeliveries(relay.blob_service.get_container_client(relay.settings.results_container))
+    job = "poisoned-copy-" + uuid.uuid4().hex[:8]
+    request = decode_hunt_request(json.dumps({"id": job, "query": QUERY}), message_id="x", default_api="mde",
+                                  now=relay.clock())
+    store.keep(request, b'{"results": ["the result"]}', 1)
+    with pytest.raises(PendingConflict):   # the same request, but a failure envelope: the result stays
+        store.keep(request, b'{"status": "failed"}', None, over_waiting=False)
+    assert store.load(request) == Kept(b'{"results": ["the result"]}', 1)
+    store.mark_sent(request, relay.clock())
+    store.keep(request, b'{"status": "failed"}', None, over_waiting=False)   # once delivered, it may be used
+    assert store.load(request) == Kept(b'{"status": "failed"}', None)
+
+
+def test_a_poisoned_delivery_only_copy_keeps_its_result_when_the_failure_envelope_is_not_taken(
+        relay_stack: RelayStack, webhook_receiver: WebhookReceiver):
+    relay = relay_stack.make(**webhooks(relay_stack, new_secret(), hook=webhook_receiver.url + "/hook"))
+    job = "poison-" + uuid.uuid4().hex[:8]
+    store = PendingDeliveries(relay.blob_service.get_container_client(relay.settings.results_container))
+    store.keep(decode_hunt_request(json.dumps({"id": job, "query": QUERY, "api": API}), message_id="x",
+                                   default_api="mde", now=relay.clock()), b'{"results": ["kept"]}', 1)
+    body = {"id": job, "query": QUERY, "api": API, "attempt": 2, "pending_delivery": pending_delivery_name(job)}
+    body[MARK_FIELD] = relay.mark.sign(body)
+    webhook_receiver.replies = [503]
+    outcome = relay.handle_poison(json.dumps(body).encode(), message_id="p1", dequeue_count=6)
+    assert (outcome.status, outcome.detail) == ("failed", "Poison")
+    assert pending_body(relay, job) == b'{"results": ["kept"]}'   # the result is still there for the operator
+    [record] = relay_stack.dead_letters()
+    assert record["reason"] == "Poison"
