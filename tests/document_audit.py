@@ -32,6 +32,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def is_strict(data: bytes | str) -> bool:
+    """Whether a document parses as strict JSON (NaN, Infinity and overflowing numbers refused)."""
+    return strict_problem(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data) is None
+
+
 def strict_problem(data: bytes, *, ndjson: bool = False) -> str | None:
     """Why `data` is not a strict JSON document (or, with `ndjson`, one per line), or None."""
     try:

@@ -67,10 +67,6 @@ class StagedBlobWriter:
     def name(self) -> str:
         return str(self._blob.blob_name)
 
-    @property
-    def blocks_staged(self) -> int:
-        return len(self._blocks)
-
     def write(self, data: bytes, /) -> int:
         self._buffer += data
         self.bytes_written += len(data)

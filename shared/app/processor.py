@@ -40,7 +40,7 @@ from shared.core.retry_policy import DestinationNotNow, GateWait, GiveUp, Limits
 from shared.core.retry_policy import Throttled as ThrottledCause
 from shared.core.routing import is_retired_answer, retired_warning, route
 from shared.core.settings import Settings
-from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink
+from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink, StreamSink
 from shared.delivery.pending import Kept, PendingDeliveries, Sent
 from shared.delivery.targets import Target, resolve_destination
 
@@ -113,7 +113,7 @@ class HuntProcessor:
         job = Job(message, request, self._sink_for(target))
         if request.pending_delivery is not None:
             return self._redeliver(job)
-        if not isinstance(job.sink, MessageSink) and job.sink is not None and job.sink.already_delivered(request):
+        if isinstance(job.sink, StreamSink) and job.sink.already_delivered(request):
             logger.info("hunt %s: already delivered, completing the redelivered message", request.id)
             return Outcome(request.id, Cause.DUPLICATE, "already delivered", request.api)
         try:

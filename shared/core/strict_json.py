@@ -163,23 +163,3 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """`dumps` as text (a queue message)."""
     return dumps(value).decode("utf-8")
-
-
-def is_strict(data: bytes | str) -> bool:
-    """Whether a document parses as strict JSON (for checks and tests: NaN and Infinity refused)."""
-    try:
-        json.loads(data, parse_constant=_refuse_constant, parse_float=_refuse_overflow)
-    except ValueError:
-        return False
-    return True
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _refuse_overflow(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} overflows a 64-bit float")
-    return value

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.core.strict_json import JsonRefused, dumps, is_strict, loads_object
+from shared.core.strict_json import JsonRefused, dumps, loads_object
+from tests.document_audit import is_strict
 
 
 @pytest.mark.parametrize(("value", "written"), [

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from shared.adapters.dead_letters import safe_key
 from shared.app.relay import Relay
-from shared.core.strict_json import is_strict
+from tests.document_audit import is_strict
 from tests.relay.conftest import RelayStack
 
 
