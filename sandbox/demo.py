@@ -1,8 +1,9 @@
 """`make demo`: Hunt Relay end to end on the local stack, in about a minute.
 
-Starts Azurite, the sandbox (`python -m sandbox`) and a local webhook receiver; puts the seed documents' example
-hunts and a few more on the queue (one per API, one to the webhook, one csv, one with a KQL syntax error, one the
-identity has no permission for); runs the portable worker (`python -m shared worker --drain`) until the queue is
+Starts Azurite, the sandbox (`python -m sandbox --rows 130000`) and a local webhook receiver; puts the seed
+documents' example hunts and a few more on the queue (Graph first; a legacy mde hunt routed to Graph because the
+sandbox plays mde as retired; a split hunt over 130,000 rows, more than the service returns for one query; one to
+the webhook, one csv, one with a KQL syntax error, one the identity has no permission for); runs the portable worker (`python -m shared worker --drain`) until the queue is
 empty; prints a table of what became of each hunt; stops everything it started.
 """
 
@@ -26,6 +27,7 @@ from sandbox.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_IDENTITY = "demo-relay-identity"
+DEMO_ROWS = 130_000   # DeviceProcessEvents rows in the sandbox's 30 days: the split hunt needs more than 100,000
 
 HUNTS: list[dict[str, Any]] = [   # Graph first: the legacy mde and m365d APIs retire on 2027-02-01
     {"id": "seed-powershell", "api": "graph", "timespan": "P7D",
@@ -36,6 +38,9 @@ HUNTS: list[dict[str, Any]] = [   # Graph first: the legacy mde and m365d APIs r
      "query": "DeviceProcessEvents\n| where InitiatingProcessFileName =~ 'powershell.exe'\n"
               "| where ProcessCommandLine contains 'appdata'\n"
               "| project Timestamp, FileName, InitiatingProcessFileName, DeviceId\n| limit 2"},
+    # More rows than one query returns (100,000): the relay splits the 30 days in halves and delivers them all.
+    {"id": "split-all-processes", "api": "graph", "split": True,
+     "query": "DeviceProcessEvents | project Timestamp, DeviceName, FileName, SHA256"},
     {"id": "xdr-alerts-by-severity", "api": "graph",
      "query": "AlertInfo | summarize Alerts = count() by Severity | order by Alerts desc"},
     {"id": "xdr-logons-csv", "api": "graph", "format": "csv",
@@ -50,7 +55,8 @@ HUNTS: list[dict[str, Any]] = [   # Graph first: the legacy mde and m365d APIs r
 
 
 def start_sandbox() -> tuple[subprocess.Popen[str], dict[str, str]]:
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--tls-port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--tls-port", "0", "--rows",
+                                str(DEMO_ROWS)],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -124,7 +130,7 @@ def print_table(azurite: Azurite, receiver: WebhookReceiver) -> None:
         document = json.loads(request.body)
         envelopes[str(document["id"])] = (document, "webhook " + receiver.url)
     print()
-    print(f"{'job id':<24} {'api':<12} {'status':<10} {'rows':>5}  {'time':>6}  destination / error")
+    print(f"{'job id':<24} {'api':<12} {'status':<10} {'rows':>7}  {'time':>6}  destination / error")
     for hunt in HUNTS:
         document, where = envelopes.get(hunt["id"], ({}, "(not delivered)"))
         took = _seconds(document)
@@ -134,8 +140,11 @@ def print_table(azurite: Azurite, receiver: WebhookReceiver) -> None:
         api = f"{document['requested_api']}>{ran}" if document.get("requested_api") else ran
         if document.get("warnings"):
             detail += f" ({document['warnings'][0]})"
+        if document.get("parts"):
+            rows = ", ".join(f"{part['row_count']:,}" for part in document["parts"])
+            detail += f" ({len(document['parts'])} parts by time: {rows} rows; truncated: {document['truncated']})"
         print(f"{hunt['id']:<24} {api:<12} {document.get('status', 'missing'):<10} "
-              f"{document.get('row_count', ''):>5}  {took:>6}  {detail}")
+              f"{document.get('row_count', ''):>7}  {took:>6}  {detail}")
     print()
 
 

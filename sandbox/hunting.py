@@ -19,7 +19,13 @@ What each API sees, per call, on its own cursor (so concurrent calls cannot see 
                 table is "not found", and the error names it as the real endpoint does (the tables themselves
                 live in schema "hunting", the m365d and graph search path: DuckDB always searches "main");
   graph         only rows inside the Timespan (default the last 30 days): temporary views of the same names, local
-                to the cursor, shadow each table the query reads with ``WHERE Timestamp BETWEEN start AND end``.
+                to the cursor, shadow each table the query reads with ``WHERE Timestamp BETWEEN start AND end``
+                (both ends inclusive, at DuckDB's microsecond resolution: a 7th fractional digit is dropped). The
+                query's own time filter applies on top, so the shorter of the two wins, as on Graph.
+
+Caps, as the service's: at most ``row_cap`` rows (100,000; the rest is cut without a flag), and a result whose rows
+come to more than ``max_result_bytes`` of JSON (the knob ``max_result_mb``, default 50) is the service's 400
+"Query execution has exceeded the allowed result size".
 
 DuckDB renders each row to JSON (sandbox.kusto_values). A result that fits in one fetch batch is executed once; a
 bigger one twice in one transaction (one ``now()``): first to count rows and bytes for Stats and to surface
@@ -43,6 +49,7 @@ import duckdb_kql
 from duckdb_kql.control import strip_leading_comments
 
 from sandbox import dataset
+from sandbox.faults import SIZE_ERROR_MESSAGES
 from sandbox.kusto_values import (
     SCHEMA_TYPE_NAMES,
     Column,
@@ -125,7 +132,8 @@ class HuntingEngine:
     def tables(self) -> dict[str, list[Column]]:
         return {table: list(columns) for table, columns in self._tables.items()}
 
-    def run(self, query: str, api: Api, timespan: str | None = None, row_cap: int = 100_000) -> HuntingResult:
+    def run(self, query: str, api: Api, timespan: str | None = None, row_cap: int = 100_000,
+            max_result_bytes: int | None = None) -> HuntingResult:
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, not {api!r}")
         started = time.perf_counter()
@@ -139,6 +147,11 @@ class HuntingEngine:
             cursor = self._con.cursor()
         try:
             columns, head, count, size = self._execute(cursor, translation, api, window, row_cap)
+            if max_result_bytes is not None and size > max_result_bytes:
+                raise QueryError(SIZE_ERROR_MESSAGES["result_size"])
+        except QueryError:
+            cursor.close()
+            raise
         except duckdb.Error as error:
             cursor.close()
             raise self._query_error(error, api) from None

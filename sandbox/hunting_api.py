@@ -160,7 +160,8 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
     started = time.perf_counter()
     try:
         result = sandbox.engine.run(parsed["Query"], api, timespan=parsed.get("Timespan") if api == "graph" else None,
-                                    row_cap=knobs.row_cap)
+                                    row_cap=knobs.row_cap,
+                                    max_result_bytes=round(knobs.max_result_mb * 1024 * 1024))
         rows = iter(result.rows)
         first = next(rows, None)     # errors the engine raises lazily still become a 400, before any byte is sent
     except QueryError as error:

@@ -68,10 +68,11 @@ class Sandbox:
 
     def __init__(self, rows: int = 20_000, seed: int = 7, calls_per_window: int = 45,
                  window_seconds: float = 60.0, port: int = 0, tls_port: int = 0,
-                 engine: HuntingEngine | None = None) -> None:
+                 engine: HuntingEngine | None = None, max_result_mb: float = 50.0) -> None:
         self.rows, self.seed = rows, seed
         self._requested_ports = (port, tls_port)
-        self._default_knobs = Knobs(quota=QuotaKnobs(calls_per_window=calls_per_window,
+        self._default_knobs = Knobs(max_result_mb=max_result_mb,
+                                    quota=QuotaKnobs(calls_per_window=calls_per_window,
                                                      window_seconds=float(window_seconds)))
         self.knobs = copy.deepcopy(self._default_knobs)
         self.knob_lock = threading.Lock()

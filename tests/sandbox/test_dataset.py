@@ -232,3 +232,11 @@ def test_dynamic_columns_hold_json_objects_and_arrays(con: duckdb.DuckDBPyConnec
     assert any(isinstance(value, dict) and isinstance(value.get("Nested"), dict) for value in fields)
     users = json.loads(con.execute('SELECT LoggedOnUsers FROM "DeviceInfo" LIMIT 1').fetchall()[0][0])
     assert isinstance(users, list)
+
+
+def test_report_id_is_unique_within_each_device_table_past_65536_rows() -> None:
+    """Split hunts' tests count every row once by it (tests/relay/test_split_hunts.py)."""
+    con = _loaded(70_000, 7)
+    for table in ("DeviceProcessEvents", "DeviceNetworkEvents", "DeviceFileEvents"):
+        total, distinct = con.execute(f"SELECT count(*), count(DISTINCT ReportId) FROM {table}").fetchone()  # noqa: S608
+        assert total == distinct > 0, table

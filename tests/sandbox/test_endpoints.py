@@ -81,6 +81,38 @@ def test_graph_honours_the_timespan(sandbox: Sandbox) -> None:
     assert narrow != wide
 
 
+def test_the_shorter_of_the_query_s_time_filter_and_the_timespan_wins(sandbox: Sandbox) -> None:
+    count = "| summarize Rows = count()"
+    rows = {name: hunt(sandbox, "graph", f"DeviceProcessEvents {where} {count}", Timespan=timespan).json()["results"]
+            for name, where, timespan in [("query 1d, timespan 7d", "| where Timestamp > ago(1d)", "P7D"),
+                                          ("query 7d, timespan 1d", "| where Timestamp > ago(7d)", "P1D"),
+                                          ("1d", "", "P1D")]}
+
+    assert rows["query 1d, timespan 7d"] == rows["query 7d, timespan 1d"] == rows["1d"]
+    assert rows["1d"][0]["Rows"] > 0
+
+
+@pytest.mark.parametrize("api", ["mde", "m365d", "graph"])
+def test_a_result_over_the_size_cap_is_the_service_s_400(sandbox: Sandbox, api: Api) -> None:
+    query = "DeviceProcessEvents | project Timestamp, DeviceName, ProcessCommandLine"
+    sandbox.knobs.max_result_mb = 0.25
+
+    refused = hunt(sandbox, api, query)
+    sandbox.knobs.max_result_mb = 50
+    accepted = hunt(sandbox, api, query)
+
+    assert refused.status_code == 400
+    assert "exceeded the allowed result size" in refused.json()["error"]["message"]
+    assert accepted.status_code == 200
+
+
+def test_the_result_size_cap_is_a_command_line_option() -> None:
+    from sandbox.__main__ import parse_args
+
+    assert parse_args([]).max_result_mb == 50.0
+    assert parse_args(["--max-result-mb", "2.5"]).max_result_mb == 2.5
+
+
 def test_results_are_cut_at_the_row_cap(sandbox: Sandbox) -> None:
     sandbox.knobs.row_cap = 7
 
@@ -90,7 +122,8 @@ def test_results_are_cut_at_the_row_cap(sandbox: Sandbox) -> None:
 
 
 def test_a_large_result_is_streamed_in_chunks(sandbox: Sandbox) -> None:
-    response = hunt(sandbox, "mde", "DeviceProcessEvents")
+    # 20,000 whole rows are 58 MB, over the 50 MB result-size cap: a few columns still make a multi-MB body
+    response = hunt(sandbox, "mde", "DeviceProcessEvents | project Timestamp, DeviceName, ProcessCommandLine, SHA256")
 
     assert response.headers.get("Transfer-Encoding") == "chunked"
     assert len(response.json()["Results"]) == 20_000
