@@ -101,7 +101,8 @@ COMMON: dict[str, str] = {
     "InitiatingProcessSignerType": "ip.SignerType", "InitiatingProcessSignatureStatus": "ip.SignatureStatus",
     # Unique within a table (a counter that does not repeat in 65,536 rows, then runs on in the next block): a split
     # hunt's test counts every row exactly once by it.
-    "ReportId": "CAST(1000 + (b.i * 7) % 65536 + (b.i // 65536) * 65536 AS BIGINT)", "AppGuardContainerId": "''", "AdditionalFields": DYNAMIC,
+    "ReportId": "CAST(1000 + (b.i * 7) % 65536 + (b.i // 65536) * 65536 AS BIGINT)",
+    "AppGuardContainerId": "''", "AdditionalFields": DYNAMIC,
     "InitiatingProcessSessionId": "CAST(b.hz % 3 AS BIGINT)", "CreatedProcessSessionId": "CAST(b.hz % 3 AS BIGINT)",
     "IsInitiatingProcessRemoteSession": _SESSION, "IsProcessRemoteSession": _SESSION,
     "InitiatingProcessRemoteSessionDeviceName": f"CASE WHEN {_SESSION} THEN 'jump-01.contoso.local' ELSE '' END",

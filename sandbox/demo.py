@@ -3,8 +3,9 @@
 Starts Azurite, the sandbox (`python -m sandbox --rows 130000`) and a local webhook receiver; puts the seed
 documents' example hunts and a few more on the queue (Graph first; a legacy mde hunt routed to Graph because the
 sandbox plays mde as retired; a split hunt over 130,000 rows, more than the service returns for one query; one to
-the webhook, one csv, one with a KQL syntax error, one the identity has no permission for); runs the portable worker (`python -m shared worker --drain`) until the queue is
-empty; prints a table of what became of each hunt; stops everything it started.
+the webhook, one csv, one with a KQL syntax error, one the identity has no permission for); runs the portable
+worker (`python -m shared worker --drain`) until the queue is empty; prints a table of what became of each hunt;
+stops everything it started.
 """
 
 from __future__ import annotations

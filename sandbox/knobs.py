@@ -63,7 +63,7 @@ class FaultKnobs:
 @dataclass
 class Knobs:
     row_cap: int = 100_000
-    max_result_mb: float = 50.0   # a result bigger than this (its rows' JSON) is the service's 400 "allowed result size"
+    max_result_mb: float = 50.0   # a result whose rows' JSON is bigger is the service's 400 "allowed result size"
     token_lifetime_seconds: float = 3600.0
     retired_apis: list[ApiName] = field(default_factory=list)   # these endpoints answer as retired
     retired_form: RetiredForm = "gone"
