@@ -90,12 +90,13 @@ class StagedBlobWriter:
             upload.finish()
 
     def commit(self, content_type: str, metadata: dict[str, str] | None = None, *,
-               content_encoding: str | None = None) -> bool:
-        """True when this call created the blob; False when it already existed (a redelivered job)."""
+               content_encoding: str | None = None, overwrite: bool = False) -> bool:
+        """True when this call created the blob; False when it already existed (a redelivered job). With
+        `overwrite` (a split hunt's part, which a re-run replaces) it always writes."""
         settings = ContentSettings(content_type=content_type, content_encoding=content_encoding)
         if not self._blocks:   # all of it fits in one block: one create-only Put Blob instead of stage + commit
             try:
-                self._blob.upload_blob(bytes(self._buffer), overwrite=False, content_settings=settings,
+                self._blob.upload_blob(bytes(self._buffer), overwrite=overwrite, content_settings=settings,
                                        metadata=metadata)
                 return True
             except (ResourceExistsError, ResourceModifiedError):
@@ -106,7 +107,7 @@ class StagedBlobWriter:
         self._wait_for_upload()
         try:
             self._blob.commit_block_list(self._blocks, content_settings=settings, metadata=metadata,
-                                         if_none_match="*")
+                                         if_none_match=None if overwrite else "*")
         except (ResourceExistsError, ResourceModifiedError):
             return False
         return True

@@ -26,8 +26,9 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from shared.adapters.http_session import read_capped
 from shared.core.apis import APIS, ApiSpec, Cloud
+from shared.core.envelope import ROW_CAP
 from shared.core.errors import StreamBroken
-from shared.core.rows import Column
+from shared.core.rows import Column, PartSummary
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class ResultStream:
     columns: list[Column] = field(default_factory=list)
     stats: dict[str, Any] | None = None
     row_count: int = 0
+    row_cap: int = ROW_CAP
+    parts: list[PartSummary] | None = None   # one API answer is never a split hunt's parts
 
     def rows(self) -> Iterator[dict[str, Any]]:
         schema_key, results_key, stats_key = self.spec.result_keys
@@ -109,7 +112,8 @@ def _columns(schema: list[Any]) -> list[Column]:
 
 class HuntingClient:
     def __init__(self, credential: TokenCredential, session: requests.Session, *, cloud: Cloud,
-                 base_url: str | None = None) -> None:
+                 base_url: str | None = None, row_cap: int = ROW_CAP) -> None:
+        self._row_cap = row_cap
         self._credential = credential
         # azure-identity caches tokens, but concurrent first calls each fetch one: serialize per process.
         self._token_lock = threading.Lock()
@@ -147,7 +151,7 @@ class HuntingClient:
         except requests.RequestException as error:
             return TransportFailure(f"could not reach the {api} API: {type(error).__name__}")
         if response.status_code == 200:
-            return ResultStream(response, spec)
+            return ResultStream(response, spec, row_cap=self._row_cap)
         try:
             text = read_capped(response, ERROR_BODY_LIMIT).decode("utf-8", "replace")
         except (requests.RequestException, OSError) as error:

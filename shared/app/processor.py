@@ -26,8 +26,10 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError
 
 from shared.adapters.dead_letters import DeadLetters
-from shared.adapters.hunting_client import ApiReply, ApiResult, ResultStream, TransportFailure
+from shared.adapters.hunting_client import ApiReply, ApiResult, TransportFailure
+from shared.adapters.split_parts import SplitParts
 from shared.app.endings import HuntEndings, Job
+from shared.app.split_hunts import Continue, PartBroken, SplitHunts
 from shared.core.apis import APIS
 from shared.core.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.core.errors import DeliveryRefused, InvalidHuntRequest, PendingConflict, StreamBroken
@@ -36,10 +38,20 @@ from shared.core.outcome import Cause, MessageInfo, Outcome
 from shared.core.quota import Admit, Wait
 from shared.core.relay_mark import MessageMark
 from shared.core.retry_policy import Cause as RetryCause
-from shared.core.retry_policy import DestinationNotNow, GateWait, GiveUp, Limits, TransientFault, decide
+from shared.core.retry_policy import (
+    DestinationNotNow,
+    GateWait,
+    GiveUp,
+    Limits,
+    SplitContinues,
+    TransientFault,
+    decide,
+)
 from shared.core.retry_policy import Throttled as ThrottledCause
-from shared.core.routing import is_retired_answer, retired_warning, route
+from shared.core.routing import is_retired_answer, retired_warning, route, split_warning
+from shared.core.rows import RowStream
 from shared.core.settings import Settings
+from shared.core.splitting import SPLIT_HINT, refusal
 from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink, StreamSink
 from shared.delivery.pending import Kept, PendingDeliveries, Sent
 from shared.delivery.targets import Target, resolve_destination
@@ -47,7 +59,8 @@ from shared.delivery.targets import Target, resolve_destination
 logger = logging.getLogger(__name__)
 
 _OUTCOME_OF: dict[type, Cause] = {ThrottledCause: Cause.THROTTLED, TransientFault: Cause.TRANSIENT,
-                                  GateWait: Cause.GATE_WAIT, DestinationNotNow: Cause.DELIVERY_RETRY}
+                                  GateWait: Cause.GATE_WAIT, DestinationNotNow: Cause.DELIVERY_RETRY,
+                                  SplitContinues: Cause.SPLIT_CONTINUES}
 
 
 class Gate(Protocol):
@@ -73,8 +86,11 @@ class HuntProcessor:
                  dead_letters: DeadLetters, requeue: Callable[[str, float], None], gate: Gate | None,
                  render_template: Callable[[str, dict[str, Any]], str] | None,
                  clock: Callable[[], datetime], rand: Callable[[], float], mark: MessageMark | None = None,
-                 pending: PendingDeliveries | None = None, retired: Retired | None = None) -> None:
+                 pending: PendingDeliveries | None = None, retired: Retired | None = None,
+                 split_parts: SplitParts | None = None) -> None:
         self._settings = settings
+        self._splits = SplitHunts(split_parts, self._call, row_cap=settings.row_cap,
+                                  split_min_seconds=settings.split_min_seconds) if split_parts is not None else None
         self._retired = retired
         self._client = client
         self._sink_for = sink_for
@@ -121,6 +137,8 @@ class HuntProcessor:
         except InvalidHuntRequest as error:
             return self._end.fail(job, ErrorInfo("InvalidTemplate", str(error)))
         ran = self._route(request)
+        if request.split:
+            return self._split_hunt(job, ran, query)
         reply = self._call(ran, query)
         if isinstance(reply, Wait):   # the same attempt goes back on the queue: no call was spent
             return self._retry(job, GateWait(reply.seconds, reply.reason))
@@ -142,6 +160,42 @@ class HuntProcessor:
             return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
         finally:
             reply.close()
+
+    def _split_hunt(self, job: Job, ran: HuntRequest, query: str) -> Outcome:
+        """A hunt with `split`: its parts run (shared.app.split_hunts), then one result is delivered."""
+        refused = refusal(query)
+        if refused is not None:
+            return self._end.fail(job.ran_as(ran), ErrorInfo("SplitRefused", refused, hint=SPLIT_HINT))
+        if ran.api != "graph":   # only Graph takes a Timespan, which is what a part is
+            if self._settings.legacy_apis == "legacy":
+                return self._end.fail(job, ErrorInfo(
+                    "SplitNeedsGraph", f"a split hunt runs its parts with Graph's timespan, which the {ran.api} API "
+                    "does not take, and HUNT_LEGACY_APIS=legacy keeps this hunt on it",
+                    hint="send the hunt with api 'graph', or without 'split'"))
+            ran = job.request.ran_on("graph", (*ran.warnings, split_warning(job.request.api)))
+        job = job.ran_as(ran)
+        if self._splits is None:
+            return self._end.fail(job, ErrorInfo("SplitUnavailable", "this relay was built without storage for "
+                                                 "split parts", hint="send the hunt without 'split'"))
+        step = self._splits.run(ran, query)
+        if isinstance(step, Wait):
+            return self._retry(job, GateWait(step.seconds, step.reason))
+        if isinstance(step, TransportFailure | PartBroken):
+            return self._retry(job, TransientFault(step.reason))
+        if isinstance(step, Continue):
+            return self._retry(job, SplitContinues(step.reason))
+        if isinstance(step, ApiReply):
+            outcome = self._answer(job, step)
+        else:
+            try:
+                outcome = self._deliver(job, step)
+            except StreamBroken as error:
+                return self._retry(job, TransientFault(str(error)))
+            except DeliveryRefused as error:
+                outcome = self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
+        if outcome.cause in (Cause.DELIVERED, Cause.DELIVERY_RETRY, Cause.FAILED):
+            self._splits.finished(job.request)   # answered, or its body kept: the parts are not needed again
+        return outcome
 
     def _route(self, request: HuntRequest) -> HuntRequest:
         """The hunt as it runs: on the API it names, or on Graph (shared.core.routing)."""
@@ -231,7 +285,7 @@ class HuntProcessor:
                     decision.delay, decision.source)
         return self._end.requeue(job, decision, _OUTCOME_OF[type(cause)], cause.reason)
 
-    def _deliver(self, job: Job, stream: ResultStream) -> Outcome:
+    def _deliver(self, job: Job, stream: RowStream) -> Outcome:
         request, sink = job.ran, job.sink
         assert sink is not None
         if not isinstance(sink, MessageSink):

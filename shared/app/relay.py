@@ -27,6 +27,7 @@ from shared.adapters.message_keys import LazyRelayMark
 from shared.adapters.outbound import SafeSender
 from shared.adapters.quota_table import QuotaGates
 from shared.adapters.retirements import Retirements
+from shared.adapters.split_parts import SplitParts
 from shared.adapters.storage import create_if_missing, storage_clients, table_service
 from shared.app import log_scrub
 from shared.app.processor import HuntProcessor
@@ -56,7 +57,7 @@ class Relay:
         self.observers = list(observers)
         self.session = pooled_session()
         self.client = HuntingClient(api_credential(settings), self.session, cloud=settings.cloud,
-                                    base_url=settings.api_base_url)
+                                    base_url=settings.api_base_url, row_cap=settings.row_cap)
         self.queue_service, self.blob_service = storage_clients(settings, self.session)
         self._containers: dict[str, ContainerClient] = {}
         self._queues: dict[str, QueueClient] = {}
@@ -77,6 +78,7 @@ class Relay:
             requeue=self.requeue, gate=self.gates, render_template=self.render_template, clock=clock, rand=rand,
             mark=self.mark, pending=PendingDeliveries(self.container(settings.results_container)),
             retired=Retirements(self.container(settings.state_container)),
+            split_parts=SplitParts(self.container(settings.results_container)),
         )
 
     def ensure_resources(self) -> None:

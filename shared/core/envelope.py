@@ -2,19 +2,21 @@
 
     id, status ("succeeded" | "failed"), api, [requested_api, warnings: when another API ran the hunt],
     query | template, context, attempts, submitted_at, completed_at,
-    row_count, truncated, schema [{name, type}], stats, then results (or results_url) | error {code, message, ...}
+    row_count, truncated, [parts: a split hunt's], schema [{name, type}], stats,
+    then results (or results_url) | error {code, message, ...}
 
 Pure: times are passed in. For a success the rows are streamed between `head` and `tail` (see result_formats).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from shared.core.classify import NARROW_HINT, ErrorInfo
 from shared.core.hunt_request import HuntRequest
-from shared.core.rows import Column
+from shared.core.rows import Column, PartSummary
 
 ROW_CAP = 100_000  # the service's documented cap; a result of exactly this size may be truncated
 
@@ -43,15 +45,20 @@ def head(request: HuntRequest, status: str) -> dict[str, Any]:
 
 
 def tail(*, row_count: int, columns: list[Column], stats: dict[str, Any] | None, completed_at: datetime,
-         row_cap: int = ROW_CAP) -> dict[str, Any]:
-    truncated = row_count >= row_cap
-    result: dict[str, Any] = {
-        "row_count": row_count,
-        "truncated": truncated,
-        "schema": [{"name": c.name, "type": c.type} for c in columns],
-    }
-    if truncated:
+         row_cap: int = ROW_CAP, parts: Sequence[PartSummary] | None = None) -> dict[str, Any]:
+    """The envelope's closing fields. One API answer is truncated when it reached the cap; a split hunt's result
+    when one of its parts did (a part of HUNT_SPLIT_MIN that still hit a cap, delivered as it came)."""
+    truncated = row_count >= row_cap if parts is None else any(part.truncated for part in parts)
+    result: dict[str, Any] = {"row_count": row_count, "truncated": truncated}
+    if parts is not None:
+        result["parts"] = [part.as_dict() for part in parts]
+    result["schema"] = [{"name": c.name, "type": c.type} for c in columns]
+    if truncated and parts is None:
         result["truncated_hint"] = f"the result reached the service's cap of {row_cap} rows; " + NARROW_HINT
+    elif truncated:
+        result["truncated_hint"] = ("a part of the shortest length the relay splits to (HUNT_SPLIT_MIN) still "
+                                    "reached the service's row or size cap and holds only what the service "
+                                    "returned (see parts); " + NARROW_HINT)
     if stats is not None:
         result["stats"] = stats
     result["completed_at"] = iso(completed_at)

@@ -30,6 +30,7 @@ from typing import Any, Literal, cast
 from shared.core.apis import API_NAMES, Api
 from shared.core.errors import InvalidHuntRequest
 from shared.core.relay_mark import MARK_FIELD, MessageMark, canonical, unmarked_relay_fields
+from shared.core.splitting import SpanError, hunt_range
 from shared.core.strict_json import JsonRefused, dumps_text, loads_object
 
 Format = Literal["json", "ndjson", "csv"]
@@ -48,7 +49,7 @@ _TIMESPAN = re.compile(
 PENDING_PREFIX = "pending/"
 PENDING_SUFFIX = ".delivery.json"   # ids hold no '.', so no blob sink result name (<prefix><id>.json) can match
 _KNOWN = {"query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
-          "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", MARK_FIELD}
+          "split", "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", MARK_FIELD}
 
 
 def pending_delivery_name(job_id: str) -> str:
@@ -71,6 +72,7 @@ class HuntRequest:
     first_enqueued_at: datetime | None = None
     last_error: str | None = None
     pending_delivery: str | None = None
+    split: bool = False   # split the time range until every part fits under the caps (shared.core.splitting)
     dropped: tuple[str, ...] = ()   # relay-kept fields the message carried without a valid mark (never sent on)
     requested_api: Api | None = None   # set when another API ran the hunt (shared.core.routing); never sent on
     warnings: tuple[str, ...] = ()     # why, for the envelope
@@ -85,7 +87,7 @@ class HuntRequest:
         """What makes two messages the same request: a SHA-256 of everything but the relay's own fields."""
         identity = {"id": self.id, "api": self.api, "query": self.query, "template": self.template,
                     "parameters": dict(self.parameters), "destination": self.destination, "format": self.format,
-                    "timespan": self.timespan, "context": dict(self.context)}
+                    "timespan": self.timespan, "context": dict(self.context), "split": self.split}
         return hashlib.sha256(canonical(identity)).hexdigest()
 
     def next_attempt(self, last_error: str) -> HuntRequest:
@@ -112,6 +114,8 @@ class HuntRequest:
                 body[name] = getattr(self, name)
         if self.context:
             body["context"] = dict(self.context)
+        if self.split:
+            body["split"] = True
         body["attempt"] = self.attempt
         if self.first_enqueued_at is not None:
             body["first_enqueued_at"] = self.first_enqueued_at.isoformat()
@@ -161,6 +165,14 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
                                      "range inside the query, e.g. '| where Timestamp > ago(7d)')")
         if not _TIMESPAN.fullmatch(timespan):
             raise InvalidHuntRequest("timespan", "must be an ISO 8601 duration (P7D) or interval (start/end)")
+    split = body.get("split", False)
+    if not isinstance(split, bool):
+        raise InvalidHuntRequest("split", f"must be true or false, got {_short(split)}")
+    if split:
+        try:
+            hunt_range(timespan, now)
+        except SpanError as error:
+            raise InvalidHuntRequest("timespan", f"a split hunt needs a range it can cut: {error}") from None
     fmt = body.get("format", "json")
     if fmt not in FORMATS:
         raise InvalidHuntRequest("format", f"must be one of {', '.join(FORMATS)}, got {_short(fmt)}")
@@ -198,7 +210,7 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
         first_enqueued_at=first_at, last_error=str(last_error)[:500] if last_error is not None else None,
-        pending_delivery=pending, dropped=tuple(dropped),
+        pending_delivery=pending, split=split, dropped=tuple(dropped),
     )
 
 

@@ -32,6 +32,7 @@ class Cause(StrEnum):
     TRANSIENT = "transient"
     GATE_WAIT = "gate_wait"
     DELIVERY_RETRY = "delivery_retry"
+    SPLIT_CONTINUES = "split_continues"
     FAILED = "failed"
     POISON = "poison"
     REJECTED = "rejected"
@@ -40,6 +41,7 @@ class Cause(StrEnum):
 _STATUS: dict[Cause, Status] = {
     Cause.DELIVERED: "delivered", Cause.DUPLICATE: "duplicate", Cause.THROTTLED: "requeued",
     Cause.TRANSIENT: "requeued", Cause.GATE_WAIT: "requeued", Cause.DELIVERY_RETRY: "requeued",
+    Cause.SPLIT_CONTINUES: "requeued",
     Cause.FAILED: "failed", Cause.POISON: "failed", Cause.REJECTED: "rejected",
 }
 

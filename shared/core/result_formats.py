@@ -80,7 +80,7 @@ def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: RowStream,
     else:  # pragma: no cover - validated with the request
         raise ValueError(f"unknown format {fmt!r}")
     tail = envelope.tail(row_count=stream.row_count, columns=stream.columns, stats=stream.stats,
-                         completed_at=clock())
+                         completed_at=clock(), row_cap=stream.row_cap, parts=stream.parts)
     if fmt == "json":
         out.write(b"," + dumps(tail)[1:])
     return ResultSummary(stream.row_count, bool(tail["truncated"]), stream.columns, stream.stats, tail)
@@ -137,4 +137,5 @@ def blob_metadata(head: dict[str, Any], summary: ResultSummary) -> dict[str, str
         "hunt_truncated": "true" if summary.truncated else "false",
         "hunt_attempts": str(head.get("attempts", 1)),
         "hunt_completed_at": str(summary.tail["completed_at"]),
+        **({"hunt_parts": str(len(summary.tail["parts"]))} if "parts" in summary.tail else {}),
     }

@@ -9,10 +9,12 @@ copy) or give up.
     TransientFault         attempt + 1                       the transient backoff, or the Retry-After it carried if
                                                              longer
     GateWait               the same attempt (no call spent)  what the quota gate said
+    SplitContinues         the same attempt (parts kept)     none: a split hunt that used this invocation's time
+                                                             goes on from a copy (shared.app.split_hunts)
     DestinationNotNow      attempt + 1, delivery only        the destination's Retry-After, else the transient backoff
 
 Then, for every cause, the limits, in this order:
-1. `max_attempts` (not for GateWait: waiting for the gate spends no attempt), and `max_age_seconds`: a copy that
+1. `max_attempts` (not for GateWait or SplitContinues: they spend no attempt), and `max_age_seconds`: a copy that
    would run at or after the hunt's maximum age is not made. GiveUp("GaveUp", "gave up after N attempts over T;
    last error: ...").
 2. The visibility cap: a delay is at most `max_visibility_seconds` (below the queue message's 7-day time-to-live;
@@ -83,7 +85,14 @@ class DestinationNotNow:
     retry_after: float | None = None
 
 
-Cause = Throttled | TransientFault | GateWait | DestinationNotNow
+@dataclass(frozen=True)
+class SplitContinues:
+    """A split hunt used the time one invocation gives it; its finished parts are kept and a copy goes on."""
+
+    reason: str
+
+
+Cause = Throttled | TransientFault | GateWait | DestinationNotNow | SplitContinues
 
 
 @dataclass(frozen=True)
@@ -115,11 +124,11 @@ def decide(cause: Cause, request: HuntRequest, limits: Limits, *, now: datetime,
     # The fleet's pause is the service's word, whatever this hunt's own age allows it.
     pause = delay if isinstance(cause, Throttled) else None
     delay = min(delay, remaining) if isinstance(cause, Throttled) else delay
-    spends_attempt = not isinstance(cause, GateWait)
+    spends_attempt = not isinstance(cause, GateWait | SplitContinues)
     if (spends_attempt and request.attempt >= limits.max_attempts) or age + delay >= limits.max_age_seconds:
         return GiveUp(ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                           f"last error: {cause.reason}", hint=hint), pause)
-    if isinstance(cause, GateWait):
+    if isinstance(cause, GateWait | SplitContinues):
         copy = request
     elif isinstance(cause, DestinationNotNow):
         copy = request.delivery_only().next_attempt(cause.reason)
@@ -143,6 +152,8 @@ def _delay(cause: Cause, request: HuntRequest, *, now: datetime, rand: Callable[
         return delay.seconds, delay.source
     if isinstance(cause, GateWait):
         return cause.seconds, "gate"
+    if isinstance(cause, SplitContinues):
+        return 0.0, "split"
     if isinstance(cause, DestinationNotNow) and cause.retry_after is not None:
         return cause.retry_after, "destination"
     backoff = transient_delay(request.attempt, rand=rand, max_delay=remaining).seconds

@@ -60,6 +60,11 @@ def retired_warning(api: str) -> tuple[str, ...]:
     return (f"the {api} API answered as retired; the hunt ran on Microsoft Graph",)
 
 
+def split_warning(api: str) -> str:
+    return (f"the hunt asked for the {api} API with 'split', which needs Graph's timespan for its parts; it ran on "
+            "Microsoft Graph")
+
+
 def is_retired_answer(status: int, body: str) -> bool:
     """A legacy API's answer that says it is retired: 410, 404 on the hunting path, or an error whose code or
     message says retired or deprecated."""

@@ -17,12 +17,28 @@ class Column:
     type: str
 
 
+@dataclass(frozen=True)
+class PartSummary:
+    """One part of a split hunt's result (shared.core.splitting): its Timespan, its rows, whether it hit a cap."""
+
+    timespan: str
+    row_count: int
+    truncated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"timespan": self.timespan, "row_count": self.row_count, "truncated": self.truncated}
+
+
 class RowStream(Protocol):
     """Rows consumed once, in order. `columns`, `stats` and `row_count` are filled while the rows go by (an API may
-    send its schema and stats before or after the rows); a stream cut short raises StreamBroken from `rows()`."""
+    send its schema and stats before or after the rows); a stream cut short raises StreamBroken from `rows()`.
+    `row_cap` is the service's cap (a result of that many rows may be truncated); `parts` is set for a split
+    hunt's assembled result, whose truncation is then its parts' (None for one API answer)."""
 
     columns: list[Column]
     stats: dict[str, Any] | None
     row_count: int
+    row_cap: int
+    parts: list[PartSummary] | None
 
     def rows(self) -> Iterator[dict[str, Any]]: ...

@@ -80,6 +80,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUNT_CALLS_PER_MINUTE", "45", "Calls per minute the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_CALLS_PER_HOUR", "1500", "Calls per hour the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_QUOTA_WINDOWS", None, "Overrides the two above with any windows, e.g. '20/10s,1500/1h'"),
+    Setting("HUNT_ROW_CAP", "100000", "The most rows the service returns for one query: a result of this many is "
+            "reported as possibly truncated, and a split hunt's part of this many is split again"),
+    Setting("HUNT_SPLIT_MIN", "1m", "The shortest part a split hunt's time range is cut into (e.g. 30s, 1m, 1h)"),
     Setting("HUNT_LOG_LEVEL", "INFO", "The portable worker's log level (DEBUG, INFO, WARNING, ERROR)"),
     Setting("HUNT_WEBHOOK_MAX_BYTES", "1000000", "The largest JSON envelope a webhook receives whole; a bigger result "
             "goes to a blob and the webhook gets a link to it (results_url)"),
@@ -165,6 +168,8 @@ class Settings:
     webhook_max_bytes: int
     link_lifetime_seconds: float
     log_level: str
+    row_cap: int = 100_000
+    split_min_seconds: float = 60.0
 
     @property
     def poison_queue(self) -> str:
@@ -319,7 +324,8 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
         quota_windows=_quota_windows(read), webhook_max_bytes=read.positive_int("HUNT_WEBHOOK_MAX_BYTES"),
         link_lifetime_seconds=read.duration("HUNT_LINK_LIFETIME", 1, 7 * 86400,
                                             " (a user delegation key lasts at most 7 days)"),
-        log_level=log_level,
+        log_level=log_level, row_cap=read.positive_int("HUNT_ROW_CAP"),
+        split_min_seconds=read.duration("HUNT_SPLIT_MIN", 0.001, 30 * 86400, " (a part of the 30-day data window)"),
     )
     if read.problems:
         raise SettingsError(read.problems)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.core.errors import KqlValueError, TemplateDefinitionError, TemplateParameterError, UnknownTemplate
+from shared.core.kql_lexical import UnterminatedLiteral, non_code_spans
 from shared.core.kql_literals import ParamType, parse_type, render_literal
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -45,7 +46,6 @@ _PARAM_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
 _PLACEHOLDER = re.compile(r"\{\{(" + _PARAM_NAME + r")\}\}")
 _DIRECTIVE = re.compile(r"//\s*@(\w+)\b\s*(.*)")
 _PARAM_DECL = re.compile("(" + _PARAM_NAME + r")\s*:\s*([^=]+?)\s*(?:=\s*(.*))?")
-_LINE_BREAKS = "\r\n\u2028\u2029"  # where Kusto's lexer ends a line (and an unterminated literal)
 
 
 @dataclass(frozen=True)
@@ -204,38 +204,7 @@ def _split_at_placeholders(name: str, body: str) -> list[str]:
 
 
 def _non_code_spans(name: str, body: str) -> list[tuple[int, int]]:
-    """(start, end) of every comment and string literal in KQL text, by Kusto's lexical rules."""
-    spans = []
-    index = 0
-    while index < len(body):
-        if body.startswith("//", index):
-            end = next((i for i in range(index, len(body)) if body[i] in _LINE_BREAKS), len(body))
-        elif body.startswith("```", index):
-            close = body.find("```", index + 3)
-            if close < 0:
-                raise TemplateDefinitionError(f"{name}: unterminated ``` literal")
-            end = close + 3
-        elif body[index] in "'\"":
-            end = _quoted_end(name, body, index, verbatim=body[index - 1:index] == "@")
-        else:
-            index += 1
-            continue
-        spans.append((index, end))
-        index = end
-    return spans
-
-
-def _quoted_end(name: str, body: str, start: int, verbatim: bool) -> int:
-    quote, index = body[start], start + 1
-    while index < len(body) and body[index] not in _LINE_BREAKS:
-        if body[index] == quote:
-            if verbatim and body[index + 1:index + 2] == quote:
-                index += 2
-                continue
-            return index + 1
-        if body[index] == "\\" and not verbatim:
-            index += 1  # the escaped character, which a line break cannot be
-            if body[index:index + 1] in ("", *_LINE_BREAKS):
-                break
-        index += 1
-    raise TemplateDefinitionError(f"{name}: unterminated string literal starting {body[start:start + 30]!r}")
+    try:
+        return non_code_spans(body)
+    except UnterminatedLiteral as error:
+        raise TemplateDefinitionError(f"{name}: {error}") from None

@@ -48,7 +48,7 @@ KEY_CLOCK_SKEW = timedelta(minutes=15)     # a delegation key valid from a littl
 KEY_MIN_LIFETIME = timedelta(hours=6)       # fetch a key for at least this long, so it is reused across hunts
 KEY_MAX_LIFETIME = timedelta(days=7)        # the service's limit for a user delegation key
 # Dropped, in this order, from an envelope that must fit a hard limit (a queue message); all are in the link.
-OPTIONAL_FIELDS = ("query", "parameters", "context", "stats", "schema", "truncated_hint")
+OPTIONAL_FIELDS = ("query", "parameters", "context", "stats", "parts", "schema", "truncated_hint")
 
 
 class LinkSigner(Protocol):

@@ -46,6 +46,9 @@ VALID = [
     {"query": "x", "id": "A" * 128},
     {"query": "x", "id": "job-1", "attempt": 2, "pending_delivery": "pending/job-1.delivery.json"},
     {"query": "x", "id": "A" * 128, "pending_delivery": "pending/" + "A" * 128 + ".delivery.json"},
+    {"query": "x", "split": True},
+    {"query": "x", "api": "graph", "timespan": "P7D", "split": True},
+    {"query": "x", "split": False},
 ]
 
 INVALID = [
@@ -78,6 +81,8 @@ INVALID = [
     ({"query": "x", "id": "job-1", "pending_delivery": "pending/job-1.json"}, "pending_delivery"),
     ({"query": "x", "id": "job-1", "pending_delivery": "/pending/job-1.delivery.json"}, "pending_delivery"),
     ({"query": "x", "pending_delivery": "pending/queue-msg-1.delivery.json"}, "pending_delivery"),
+    ({"query": "x", "split": "yes"}, "split"),
+    ({"query": "x", "split": 1}, "split"),
 ]
 
 # Valid in shape (the schema accepts them), refused by the parser: the name must be the one for the message's own
@@ -259,3 +264,20 @@ def test_an_id_with_any_control_character_anywhere_is_refused(char):
         assert refused.value.field == "id"
     with pytest.raises(InvalidHuntRequest):
         decode({"template": f"logons{char}"})
+
+
+def test_split_is_part_of_the_request_and_of_its_queue_copy():
+    plain, split = decode({"query": "x", "id": "j"}), decode({"query": "x", "id": "j", "split": True})
+    assert (plain.split, split.split) == (False, True)
+    assert plain.digest() != split.digest()
+    copy = decode(json.loads(split.next_attempt("429").to_message(MARK)))
+    assert copy.split and copy.attempt == 2
+
+
+@pytest.mark.parametrize("timespan", ["P1M", "2026-11-08T00:00:00Z/2026-11-01T00:00:00Z"])
+def test_a_split_hunt_needs_a_range_of_fixed_length_in_order(timespan):
+    body = {"query": "x", "api": "graph", "timespan": timespan, "split": True}
+    jsonschema.validate(body, SCHEMA)   # the shape is right: the parser reads the range
+    with pytest.raises(InvalidHuntRequest) as refused:
+        decode(body)
+    assert refused.value.field == "timespan" and "split hunt" in refused.value.reason
