@@ -45,6 +45,12 @@ param appClientSecret string = ''
 @description('Grant the hunting app role to the identity with the Microsoft Graph extension (the deployer needs the rights; see docs/deploy.md).')
 param grantHuntingPermission bool = false
 
+@description('Create a multi-tenant app with a federated credential for the relay\'s identity, for hunting in customer tenants (HUNT_TENANTS, auth "federated"; the deployer needs Application.ReadWrite.All; see docs/deploy.md).')
+param enableMultiTenantApp bool = false
+
+@description('The multi-tenant app\'s display name, shown to customer admins on the consent page.')
+param multiTenantAppName string = 'Hunt Relay'
+
 @description('Deploy the Key Vault even when no secret needs it yet.')
 param enableKeyVault bool = false
 
@@ -248,6 +254,16 @@ module huntingPermission 'app/hunting-permission.bicep' = if (grantHuntingPermis
   }
 }
 
+module multiTenantApp 'app/multi-tenant-app.bicep' = if (enableMultiTenantApp) {
+  name: 'multi-tenant-app'
+  scope: rg
+  params: {
+    uniqueName: 'hunt-relay-${resourceToken}'
+    displayName: multiTenantAppName
+    identityPrincipalId: identity.outputs.principalId
+  }
+}
+
 // What a user needs next: where to send hunts, who to grant the hunting role to, where results land.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
@@ -262,3 +278,5 @@ output HUNT_IDENTITY_NAME string = identity.outputs.name
 output HUNT_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output HUNT_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output HUNT_HUNTING_ROLE string = huntingApis[huntApi].role
+output HUNT_MULTI_TENANT_APP_ID string = enableMultiTenantApp ? multiTenantApp.outputs.appId : ''
+

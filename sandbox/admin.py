@@ -4,7 +4,11 @@
     POST /_sandbox/knobs        JSON merge into the knobs, e.g. {"quota": {"calls_per_window": 2}}; returns them
     POST /_sandbox/reset        knobs to defaults, counters and quotas to zero, directory to its defaults
     POST /_sandbox/identities   {"client_id", "roles"}
-    POST /_sandbox/apps         {"tenant", "client_id", "secret", "roles", "certificate_pem"?}
+    POST /_sandbox/apps         {"tenant", "client_id", "secret"?, "roles", "certificate_pem"?}: the app, consented in
+                                the tenant (neither secret nor certificate: it signs in with federated credentials)
+    POST /_sandbox/tenants      {"tenant_id", "seed", "rows"?}: a customer tenant with data of its own
+    POST /_sandbox/federated    {"client_id", "issuer", "subject"}: a federated credential on the app registration
+    POST /_sandbox/revoke       {"tenant", "client_id"}: the tenant's admin removes the app (its consent)
 """
 
 from __future__ import annotations
@@ -70,10 +74,27 @@ def admin_call(request: Request, sandbox: Sandbox) -> Reply:
         fields_ok = all(isinstance(body.get(name), str) for name in ("tenant", "client_id"))
         secret, certificate = body.get("secret"), body.get("certificate_pem")
         if not fields_ok or not _strings(body.get("roles")) or not isinstance(secret, str | None) \
-                or not isinstance(certificate, str | None) or (secret is None and certificate is None):
+                or not isinstance(certificate, str | None):
             return _bad('Expected {"tenant": str, "client_id": str, "secret": str, "roles": [str]} '
-                        '(or "certificate_pem" instead of, or as well as, "secret").')
+                        '("certificate_pem" instead of, or as well as, "secret"; neither for federated sign-in).')
         sandbox.add_app(body["tenant"], body["client_id"], secret, body["roles"],
                         certificate_pem=certificate.encode() if certificate else None)
+        return json_reply(200, sandbox.directory.describe())
+    if action == "tenants":
+        seed, rows = body.get("seed"), body.get("rows", 2_000)
+        if not isinstance(body.get("tenant_id"), str) or not isinstance(seed, int) or not isinstance(rows, int) \
+                or rows < 1:
+            return _bad('Expected {"tenant_id": str, "seed": int, "rows": int (default 2000)}.')
+        sandbox.add_tenant(body["tenant_id"], seed=seed, rows=rows)
+        return json_reply(200, sandbox.directory.describe())
+    if action == "federated":
+        if not all(isinstance(body.get(name), str) for name in ("client_id", "issuer", "subject")):
+            return _bad('Expected {"client_id": str, "issuer": str, "subject": str}.')
+        sandbox.directory.add_federated_credential(body["client_id"], body["issuer"], body["subject"])
+        return json_reply(200, sandbox.directory.describe())
+    if action == "revoke":
+        if not all(isinstance(body.get(name), str) for name in ("tenant", "client_id")):
+            return _bad('Expected {"tenant": str, "client_id": str}.')
+        sandbox.directory.revoke_app(body["tenant"], body["client_id"])
         return json_reply(200, sandbox.directory.describe())
     return json_reply(404, {"error": {"code": "NotFound", "message": f"No admin action {action!r}."}})

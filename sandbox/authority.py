@@ -2,7 +2,10 @@
 
     GET  /{tenant}/v2.0/.well-known/openid-configuration   OIDC metadata (msal's tenant discovery)
     POST /{tenant}/oauth2/v2.0/token                       client_credentials with client_secret (post or
-                                                           basic) or client_assertion (certificate credential)
+                                                           basic) or client_assertion: a certificate credential,
+                                                           or (workload identity federation) a managed identity's
+                                                           token for api://AzureADTokenExchange, for an app with a
+                                                           federated credential of that token's issuer and subject
     GET  /{tenant}/discovery/v2.0/keys                     an empty key set (tokens are HS256, opaque to clients)
 
 Errors are the AADSTS form msal parses: {"error", "error_description": "AADSTSnnn: ...", "error_codes", ...}.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +28,7 @@ from sandbox.identity import Directory
 from sandbox.tokens import TokenError, TokenIssuer, roles_for_audience, verify_client_assertion
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"   # what a managed identity's token for federation is for
 
 
 def aad_error(status: int, error: str, code: int, description: str) -> Reply:
@@ -39,6 +44,34 @@ def aad_error(status: int, error: str, code: int, description: str) -> Reply:
         "correlation_id": correlation,
         "error_uri": f"https://login.microsoftonline.com/error?code={code}",
     })
+
+
+def _is_sandbox_token(assertion: str, issuer: TokenIssuer) -> bool:
+    """A token this sandbox minted (HS256) rather than a certificate credential's JWT (RS256/PS256)."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(assertion.split(".")[0] + "=="))
+    except (ValueError, IndexError):
+        return False
+    return isinstance(header, dict) and header.get("alg") == "HS256"
+
+
+def _federated(assertion: str, client_id: str, directory: Directory, issuer: TokenIssuer) -> Reply | None:
+    """A workload identity federation sign-in: the assertion is a managed identity's token for
+    api://AzureADTokenExchange, and the app has a federated credential for its issuer and subject."""
+    try:
+        claims = issuer.verify(assertion)
+    except TokenError as error:
+        return aad_error(401, "invalid_client", 700024, f"Client assertion is not within its valid time range or "
+                         f"could not be validated. {error}.")
+    if claims.get("aud") != TOKEN_EXCHANGE_AUDIENCE:
+        return aad_error(401, "invalid_client", 700212, f"No matching federated identity record found for "
+                         f"presented assertion audience '{claims.get('aud')}'.")
+    if not any(credential.issuer == claims.get("iss") and credential.subject == claims.get("sub")
+               for credential in directory.federated_credentials(client_id)):
+        return aad_error(401, "invalid_client", 70021, f"No matching federated identity record found for presented "
+                         f"assertion. Assertion Issuer: '{claims.get('iss')}'. Assertion Subject: "
+                         f"'{claims.get('sub')}'. Assertion Audience: '{claims.get('aud')}'.")
+    return None
 
 
 def _unknown_tenant(tenant: str) -> Reply:
@@ -100,7 +133,11 @@ def token(request: Request, tenant: str, directory: Directory, issuer: TokenIssu
                          "tenant or consented to by any user in the tenant. You may have sent your authentication "
                          "request to the wrong tenant.")
     assertion = form.get("client_assertion")
-    if assertion:
+    if assertion and _is_sandbox_token(assertion, issuer):
+        refused = _federated(assertion, client_id, directory, issuer)
+        if refused is not None:
+            return refused
+    elif assertion:
         if form.get("client_assertion_type") != ASSERTION_TYPE or app.certificate_pem is None:
             return aad_error(401, "invalid_client", 700027,
                              f"Client assertion failed: no certificate is registered for app '{client_id}'.")

@@ -26,6 +26,7 @@ class Counters:
     throttled: int = 0                                                    # 429s sent
     request_bodies: list[RecordedBody] = field(default_factory=list)      # hunting and directory calls
     connections_accepted: int = 0                                         # on the http port
+    tenant_calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, the token's tid) -> calls
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_call(self, endpoint: str, status: int) -> None:
@@ -33,6 +34,19 @@ class Counters:
             self.calls[(endpoint, status)] += 1
             if status == 429:
                 self.throttled += 1
+
+    def count_tenant_call(self, endpoint: str, tenant: str) -> None:
+        """An authorized hunting call, by the tenant its token carried (`tid`)."""
+        with self._lock:
+            self.tenant_calls[(endpoint, tenant)] += 1
+
+    def calls_by_tenant(self, endpoint: str | None = None) -> dict[str, int]:
+        with self._lock:
+            totals: Counter[str] = Counter()
+            for (name, tenant), n in self.tenant_calls.items():
+                if endpoint is None or name == endpoint:
+                    totals[tenant] += n
+            return dict(totals)
 
     def count_token(self, client_id: str) -> None:
         with self._lock:
@@ -60,6 +74,7 @@ class Counters:
         with self._lock:
             self.calls.clear()
             self.tokens_issued.clear()
+            self.tenant_calls.clear()
             self.throttled = 0
             self.request_bodies.clear()
             self.connections_accepted = 0
@@ -75,4 +90,5 @@ class Counters:
                 "throttled": self.throttled,
                 "request_bodies": [{"endpoint": b.endpoint, "body": b.text} for b in self.request_bodies],
                 "connections_accepted": self.connections_accepted,
+                "tenant_calls": {f"{api} {tenant}": n for (api, tenant), n in sorted(self.tenant_calls.items())},
             }

@@ -4,8 +4,10 @@ Starts Azurite, the sandbox (`python -m sandbox --rows 130000`) and a local webh
 documents' example hunts and a few more on the queue (Graph first; a legacy mde hunt routed to Graph because the
 sandbox plays mde as retired; a split hunt over 130,000 rows, more than the service returns for one query; one to
 the webhook, one csv, one with a KQL syntax error, one the identity has no permission for); runs the portable
-worker (`python -m shared worker --drain`) until the queue is empty; prints a table of what became of each hunt;
-stops everything it started.
+worker (`python -m shared worker --drain`) until the queue is empty; prints a table of what became of each hunt.
+Then, as an MSSP's relay: two customer tenants with data of their own, signed in keyless (the managed identity's
+token as the multi-tenant app's assertion), a hunt for each landing in its own tenant's container, and one refused
+because it asked for the other tenant's destination. Stops everything it started.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from sandbox.azurite import Azurite
+from sandbox.tokens import object_id_for
 from sandbox.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +55,21 @@ HUNTS: list[dict[str, Any]] = [   # Graph first: the legacy mde and m365d APIs r
      "query": "DeviceNetworkEvents | where RemotePort == 443 | project Timestamp, DeviceName, RemoteUrl | take 5"},
     {"id": "bad-kql", "api": "graph", "query": "DeviceProcessEvents | wherex FileName == 'x'"},
     {"id": "m365d-no-permission", "api": "m365d", "query": "EmailEvents | take 3"},
+]
+
+
+# An MSSP's relay for two customer tenants, keyless: its managed identity signs in as the multi-tenant app.
+MULTI_TENANT_APP = "a1b2c3d4-0000-4000-8000-00000000abcd"
+CUSTOMERS = {"contoso": ("3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7001", 101),
+             "fabrikam": ("3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7002", 202)}
+TENANT_HUNTS: list[dict[str, Any]] = [
+    {"id": "contoso-powershell", "tenant": "contoso",
+     "query": "DeviceProcessEvents | where FileName =~ 'powershell.exe' | project Timestamp, DeviceName | take 5"},
+    {"id": "fabrikam-powershell", "tenant": "fabrikam",
+     "query": "DeviceProcessEvents | where FileName =~ 'powershell.exe' | project Timestamp, DeviceName | take 5"},
+    # Asks for the other tenant's destination: refused, recorded under contoso, nothing reaches fabrikam.
+    {"id": "contoso-wrong-destination", "tenant": "contoso", "destination": "fabrikam-results",
+     "query": "DeviceInfo | take 1"},
 ]
 
 
@@ -107,12 +125,62 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "shared", "worker", "--drain", "--concurrency", "4"],
                            cwd=ROOT, env=env, check=True)
             print_table(azurite, receiver)
+            run_tenants(azurite, where, env)
         finally:
             sandbox.terminate()
             sandbox.wait(10)
             receiver.stop()
     print(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def run_tenants(azurite: Azurite, where: dict[str, str], home_env: dict[str, str]) -> None:
+    """Two customer tenants with data of their own, each hunt landing in its own tenant's container."""
+    admin = where["api"] + "/_sandbox/"
+    for tenant_id, seed in CUSTOMERS.values():
+        requests.post(admin + "tenants", json={"tenant_id": tenant_id, "seed": seed}, timeout=60).raise_for_status()
+        requests.post(admin + "apps", json={"tenant": tenant_id, "client_id": MULTI_TENANT_APP,
+                                            "roles": ["ThreatHunting.Read.All"]}, timeout=10).raise_for_status()
+    requests.post(admin + "federated", timeout=10, json={
+        "client_id": MULTI_TENANT_APP, "issuer": "https://sts.windows.net/sandbox-tenant/",
+        "subject": object_id_for(DEMO_IDENTITY)}).raise_for_status()
+    env = {**home_env, "HUNT_QUEUE": "tenant-hunts", "AZURE_AUTHORITY_HOST": where["authority"],
+           "REQUESTS_CA_BUNDLE": where["ca"],
+           "HUNT_DESTINATIONS": json.dumps({f"{name}-results": {"type": "blob", "container": f"{name}-results"}
+                                            for name in CUSTOMERS}),
+           "HUNT_TENANTS": json.dumps({name: {"tenant_id": tenant_id, "auth": "federated",
+                                              "client_id": MULTI_TENANT_APP, "destinations": [f"{name}-results"]}
+                                       for name, (tenant_id, _) in CUSTOMERS.items()})}
+    env.pop("HUNT_DEFAULT_DESTINATION", None)
+    queue = QueueClient.from_connection_string(azurite.connection_string, "tenant-hunts")
+    queue.create_queue()
+    for hunt in TENANT_HUNTS:
+        queue.send_message(json.dumps(hunt))
+    print(f"two customer tenants (federated sign-in, no secret): enqueued {len(TENANT_HUNTS)} hunts ...")
+    subprocess.run([sys.executable, "-m", "shared", "worker", "--drain", "--concurrency", "2"],
+                   cwd=ROOT, env=env, check=True)
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    found: dict[str, tuple[dict[str, Any], str]] = {}
+    for name in CUSTOMERS:
+        container = service.get_container_client(f"{name}-results")
+        for blob in container.list_blobs():
+            document = json.loads(container.download_blob(blob.name).readall())
+            found[str(document["id"])] = (document, f"blob {name}-results/{blob.name}")
+    dead = service.get_container_client("hunt-deadletter")
+    for blob in dead.list_blobs(name_starts_with="tenants/"):
+        record = json.loads(dead.download_blob(blob.name).readall())
+        if record["key"] not in found:
+            found[record["key"]] = ({"tenant": record.get("tenant"), "status": "failed", "error": record["error"]},
+                                    f"dead letter hunt-deadletter/{blob.name}")
+    print()
+    print(f"{'job id':<26} {'tenant':<9} {'status':<10} {'rows':>5}  destination / error")
+    for hunt in TENANT_HUNTS:
+        document, place = found.get(hunt["id"], ({}, "(not delivered)"))
+        error = document.get("error", {})
+        detail = f"{error.get('code')}: {error.get('message', '')[:70]} ({place})" if error else place
+        print(f"{hunt['id']:<26} {document.get('tenant', hunt['tenant']):<9} {document.get('status', 'missing'):<10} "
+              f"{document.get('row_count', ''):>5}  {detail}")
+    print()
 
 
 def print_table(azurite: Azurite, receiver: WebhookReceiver) -> None:

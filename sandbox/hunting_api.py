@@ -140,15 +140,21 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
     if isinstance(claims, Reply):
         return claims
     tenant = str(claims.get("tid", ""))
+    engine = sandbox.engine_for(tenant)
+    if engine is None:
+        return error_reply(401, api, "Unauthorized", f"The token's tenant '{tenant}' is not served by this "
+                           "service.", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    sandbox.counters.count_tenant_call(api, tenant)
     now = time.time()
-    throttle = sandbox.quota.admit(tenant, now, knobs.quota)
+    quota = knobs.quota_for(tenant)
+    throttle = sandbox.quota.admit(tenant, now, quota)
     if throttle is not None:
         target = str(uuid.uuid4())
-        headers, body = throttle_reply(throttle, api, knobs.quota, target, now)
+        headers, body = throttle_reply(throttle, api, quota, target, now)
         return Reply(429, body, headers)
-    fixed_charge = knobs.quota.cpu_seconds_per_call
+    fixed_charge = quota.cpu_seconds_per_call
     if fixed_charge is not None:
-        sandbox.quota.charge_cpu(tenant, fixed_charge, now, knobs.quota)
+        sandbox.quota.charge_cpu(tenant, fixed_charge, now, quota)
     if faults.status is not None:
         code, message = status_error(faults.status, api)
         return error_reply(faults.status, api, code, message)
@@ -159,7 +165,7 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
         return error_reply(400, api, "BadRequest", SIZE_ERROR_MESSAGES[faults.size_error])
     started = time.perf_counter()
     try:
-        result = sandbox.engine.run(parsed["Query"], api, timespan=parsed.get("Timespan") if api == "graph" else None,
+        result = engine.run(parsed["Query"], api, timespan=parsed.get("Timespan") if api == "graph" else None,
                                     row_cap=knobs.row_cap,
                                     max_result_bytes=round(knobs.max_result_mb * 1024 * 1024))
         rows = iter(result.rows)
@@ -174,6 +180,6 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
 
     def charge_measured() -> None:
         if fixed_charge is None:
-            sandbox.quota.charge_cpu(tenant, time.perf_counter() - started, time.time(), knobs.quota)
+            sandbox.quota.charge_cpu(tenant, time.perf_counter() - started, time.time(), quota)
 
     return Reply(200, _stream(opening, first, rows, closing), body_fault=faults.body, on_sent=charge_measured)

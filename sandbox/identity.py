@@ -49,13 +49,26 @@ class App:
     certificate_pem: bytes | None = None     # for certificate credentials (client_assertion)
 
 
+@dataclass(frozen=True)
+class FederatedCredential:
+    """On an app registration: tokens from `issuer` about `subject` (for audience api://AzureADTokenExchange) may
+    stand in for the app's secret, in every tenant where the app is consented."""
+
+    issuer: str
+    subject: str
+
+
 class Directory:
-    """Identities and apps, keyed by client id (apps also by tenant). Thread-safe."""
+    """Identities and apps, keyed by client id (apps also by tenant: an app entry in a tenant is the app's consent
+    there, its service principal). Federated credentials belong to the app registration, across tenants; customer
+    tenants (`add_tenant`) are known even before an app is consented in them. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.identities: dict[str, Identity] = {}
         self.apps: dict[tuple[str, str], App] = {}
+        self.federated: dict[str, list[FederatedCredential]] = {}
+        self.tenants: set[str] = set()
         self.restore_defaults()
 
     def restore_defaults(self) -> None:
@@ -66,6 +79,25 @@ class Directory:
             }
             self.apps = {(DEFAULT_TENANT, DEFAULT_CLIENT_ID): App(
                 DEFAULT_TENANT, DEFAULT_CLIENT_ID, DEFAULT_SECRET, list(ALL_HUNTING_ROLES))}
+            self.federated = {}
+            self.tenants = set()
+
+    def add_tenant(self, tenant: str) -> None:
+        with self._lock:
+            self.tenants.add(tenant)
+
+    def add_federated_credential(self, client_id: str, issuer: str, subject: str) -> None:
+        with self._lock:
+            self.federated.setdefault(client_id, []).append(FederatedCredential(issuer, subject))
+
+    def federated_credentials(self, client_id: str) -> list[FederatedCredential]:
+        with self._lock:
+            return list(self.federated.get(client_id, []))
+
+    def revoke_app(self, tenant: str, client_id: str) -> bool:
+        """The tenant's admin removes the app (its consent): its sign-ins there fail from now on."""
+        with self._lock:
+            return self.apps.pop((tenant, client_id), None) is not None
 
     def add_identity(self, client_id: str, roles: list[str]) -> None:
         """Adds (or replaces) a user-assigned identity; the system identity's client id replaces its roles."""
@@ -92,7 +124,8 @@ class Directory:
 
     def knows_tenant(self, tenant: str) -> bool:
         with self._lock:
-            return any(app_tenant == tenant for app_tenant, _ in self.apps) or tenant == DEFAULT_TENANT
+            return (any(app_tenant == tenant for app_tenant, _ in self.apps) or tenant == DEFAULT_TENANT
+                    or tenant in self.tenants)
 
     def find_app(self, tenant: str, client_id: str) -> App | None:
         with self._lock:
@@ -108,6 +141,9 @@ class Directory:
                 "apps": [{"tenant": a.tenant, "client_id": a.client_id, "roles": a.roles,
                           "has_secret": a.secret is not None, "has_certificate": a.certificate_pem is not None}
                          for a in self.apps.values()],
+                "tenants": sorted(self.tenants),
+                "federated_credentials": {client_id: [{"issuer": f.issuer, "subject": f.subject} for f in creds]
+                                          for client_id, creds in self.federated.items()},
             }
 
 

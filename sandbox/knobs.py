@@ -68,7 +68,12 @@ class Knobs:
     retired_apis: list[ApiName] = field(default_factory=list)   # these endpoints answer as retired
     retired_form: RetiredForm = "gone"
     quota: QuotaKnobs = field(default_factory=QuotaKnobs)
+    tenant_quotas: dict[str, QuotaKnobs] = field(default_factory=dict)   # tenant id -> its own quota
     faults: FaultKnobs = field(default_factory=FaultKnobs)
+
+    def quota_for(self, tenant: str) -> QuotaKnobs:
+        """The tenant's own quota when one is set, else the one every tenant has."""
+        return self.tenant_quotas.get(tenant, self.quota)
 
 
 class KnobError(ValueError):
@@ -99,6 +104,13 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return False
 
 
+def _check_tenant_quotas(value: Any, where: str) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        raise KnobError(f"knob {where} must be a JSON object of tenant id -> quota knobs")
+    for tenant, quota in value.items():
+        merge_knobs(QuotaKnobs(), quota, prefix=f"{where}.{tenant}.")   # checked on a scratch copy first
+
+
 def merge_knobs(target: Any, update: dict[str, Any], prefix: str = "") -> None:
     """JSON merge of `update` into the dataclass `target`, in place; raises KnobError before changing anything
     at the level where a name or type is wrong."""
@@ -110,14 +122,19 @@ def merge_knobs(target: Any, update: dict[str, Any], prefix: str = "") -> None:
         if name not in names:
             raise KnobError(f"unknown knob {prefix}{name}; known: {', '.join(sorted(names))}")
         current = getattr(target, name)
-        if dataclasses.is_dataclass(current):
+        if name == "tenant_quotas":
+            _check_tenant_quotas(value, prefix + name)
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise KnobError(f"knob {prefix}{name} must be a JSON object")
         elif not _accepts(hints[name], value):
             raise KnobError(f"knob {prefix}{name} cannot be {value!r} (expected {hints[name]})")
     for name, value in update.items():
         current = getattr(target, name)
-        if dataclasses.is_dataclass(current):
+        if name == "tenant_quotas":
+            for tenant, quota in value.items():   # each merged into the tenant's quota, or a fresh default one
+                merge_knobs(current.setdefault(tenant, QuotaKnobs()), quota, prefix=f"{prefix}{name}.{tenant}.")
+        elif dataclasses.is_dataclass(current):
             merge_knobs(current, value, prefix=f"{prefix}{name}.")
         else:
             setattr(target, name, float(value) if hints[name] is float else value)

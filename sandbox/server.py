@@ -1,8 +1,9 @@
 """The sandbox: Microsoft's side of Hunt Relay on two loopback ports, in-process or as `python -m sandbox`.
 
     http  (api_url)    the hunting endpoints (sandbox.hunting_api), the managed-identity endpoint /msi/token
-                       (sandbox.identity), the admin path /_sandbox/ (sandbox.admin), and /v1.0/servicePrincipals*
-                       handed to `sandbox.graph_directory.handle` when that module exists
+                       (sandbox.identity), the admin path /_sandbox/ (sandbox.admin), /v1.0/servicePrincipals*
+                       handed to `sandbox.graph_directory.handle` when that module exists, and Graph's
+                       POST /v1.0/applications(appId='..')/federatedIdentityCredentials
     https (authority)  the token authority (sandbox.authority), self-signed certificate at `ca_path`; the
                        hunting endpoints too (api_tls_url), as the real APIs are https only: a benchmark that
                        opens a connection per hunt pays the handshake there, as it would in Azure
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import logging
 import re
 import shutil
 import ssl
 import threading
+import uuid
 from typing import Any
 
 from sandbox import admin, authority, identity
@@ -47,6 +50,7 @@ HUNTING_PATHS: dict[str, Api] = {
     "/v1.0/security/microsoft.graph.security.runHuntingQuery": "graph",
 }
 DIRECTORY_PREFIX = "/v1.0/servicePrincipals"
+_FEDERATED_PATH = re.compile(r"/v1\.0/applications\(appId='([^']+)'\)/federatedIdentityCredentials")
 _OPENID = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
 _TOKEN_V1 = re.compile(r"^/([^/]+)/oauth2/token$")   # the v1 endpoint (resource=), as Microsoft's samples use
@@ -83,6 +87,8 @@ class Sandbox:
         self.issuer = TokenIssuer()
         self.stop_event = threading.Event()
         self._engine = engine
+        self._tenant_engines: dict[str, HuntingEngine] = {}   # customer tenants' own data (add_tenant)
+        self._tenant_engines_lock = threading.Lock()
         self._tls: TlsMaterial | None = None
         self._servers: list[SandboxHTTPServer] = []
         self._threads: list[threading.Thread] = []
@@ -110,6 +116,10 @@ class Sandbox:
 
     def stop(self) -> None:
         self.stop_event.set()
+        with self._tenant_engines_lock:
+            for engine in self._tenant_engines.values():
+                engine.close()
+            self._tenant_engines.clear()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -181,6 +191,27 @@ class Sandbox:
     def add_identity(self, client_id: str, roles: list[str]) -> None:
         self.directory.add_identity(client_id, roles)
 
+    def add_tenant(self, tenant: str, *, seed: int, rows: int = 2_000) -> None:
+        """A customer tenant with data of its own (another seed: other rows). Its engine is built once and kept
+        across resets; the tenant itself is known until the next reset (add it again after one)."""
+        with self._tenant_engines_lock:
+            engine = self._tenant_engines.get(tenant)
+            if engine is None or (engine.seed, engine.rows) != (seed, rows):
+                if engine is not None:
+                    engine.close()
+                self._tenant_engines[tenant] = HuntingEngine(rows=rows, seed=seed)
+        self.directory.add_tenant(tenant)
+
+    def engine_for(self, tenant: str) -> HuntingEngine | None:
+        """The data the hunting API serves to a token of `tenant`: a customer tenant's own (add_tenant), the home
+        dataset for any other tenant the directory knows (the default app's and the managed identities' tenant, a
+        tenant where a test registered an app), or None for a tenant it does not know."""
+        with self._tenant_engines_lock:
+            engine = self._tenant_engines.get(tenant)
+        if engine is not None and tenant in self.directory.tenants:
+            return engine
+        return self.engine if self.directory.knows_tenant(tenant) else None
+
     def add_app(self, tenant: str, client_id: str, secret: str | None, roles: list[str],
                 certificate_pem: bytes | None = None) -> None:
         self.directory.add_app(tenant, client_id, secret, roles, certificate_pem)
@@ -218,6 +249,8 @@ class Sandbox:
             return "admin", admin.admin_call(request, self)
         if request.path.startswith(DIRECTORY_PREFIX):
             return "directory", self._directory_call(request)
+        if match := _FEDERATED_PATH.fullmatch(request.path):
+            return "directory", self._federated_credential_call(request, match.group(1))
         return "unknown", error_reply(404, "graph", "ResourceNotFound", f"No sandbox endpoint at {request.path}.")
 
     @staticmethod
@@ -229,6 +262,38 @@ class Sandbox:
             if error.name != "sandbox.graph_directory":
                 raise
             return None
+
+    def _federated_credential_call(self, request: Request, app_id: str) -> Reply:
+        """`POST /v1.0/applications(appId='<id>')/federatedIdentityCredentials` as Graph takes it: {name, issuer,
+        subject, audiences}; needs a Graph token with Application.ReadWrite.All."""
+        self.counters.record_body("directory", request.body)
+        scheme, _, token = (request.header("Authorization") or "").partition(" ")
+        try:
+            claims = self.issuer.verify(token.strip()) if scheme.lower() == "bearer" else None
+        except TokenError:
+            claims = None
+        if claims is None or str(claims.get("aud", "")).rstrip("/") != "https://graph.microsoft.com":
+            return json_reply(401, {"error": {"code": "InvalidAuthenticationToken",
+                                              "message": "Access token is empty or invalid."}})
+        if "Application.ReadWrite.All" not in (claims.get("roles") or []):
+            return json_reply(403, {"error": {"code": "Authorization_RequestDenied",
+                                              "message": "Insufficient privileges to complete the operation."}})
+        if request.method != "POST":
+            return json_reply(405, {"error": {"code": "Request_BadRequest", "message": "Use POST."}})
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("name", "issuer", "subject")) \
+                or body.get("audiences") != ["api://AzureADTokenExchange"]:
+            return json_reply(400, {"error": {"code": "Request_BadRequest", "message": "Expected {name, issuer, "
+                                              "subject, audiences: ['api://AzureADTokenExchange']}."}})
+        if any(f.issuer == body["issuer"] and f.subject == body["subject"]
+               for f in self.directory.federated_credentials(app_id)):
+            return json_reply(409, {"error": {"code": "Request_BadRequest", "message": "FederatedIdentityCredential "
+                                              "with the same issuer and subject already exists."}})
+        self.directory.add_federated_credential(app_id, body["issuer"], body["subject"])
+        return json_reply(201, {"id": str(uuid.uuid4()), **body})
 
     def _directory_call(self, request: Request) -> Reply:
         self.counters.record_body("directory", request.body)

@@ -1,6 +1,7 @@
 """Dead-letter records: every hunt that ends without results leaves one, with the raw message and the reason.
 
-Records are JSON blobs in the dead-letter container, named `<yyyy>/<mm>/<dd>/<key>.json` where the key is the job
+Records are JSON blobs in the dead-letter container, named `[tenants/<tenant>/]<yyyy>/<mm>/<dd>/<key>.json` (a
+customer tenant's under its scope) where the key is the job
 id when known, else the queue message id; written create-only, so a redelivered message does not duplicate its
 record. A key that is not a safe blob name (a message id the relay did not make) is replaced by `msg-` and a hash
 of it; the record still holds the message id itself. The raw message is kept as text when it is UTF-8, else as
@@ -20,6 +21,7 @@ from azure.storage.blob import ContainerClient
 
 from shared.adapters.blob_writer import write_json_create_only
 from shared.core.envelope import iso
+from shared.core.tenants import scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,15 @@ class DeadLetters:
         self._container = container
 
     def record(self, *, key: str, raw: bytes, reason: str, error: dict[str, Any], queue: str, message_id: str,
-               dequeue_count: int | None, now: datetime, first_enqueued_at: datetime | None = None) -> str:
+               dequeue_count: int | None, now: datetime, first_enqueued_at: datetime | None = None,
+               tenant: str | None = None) -> str:
+        """Writes the record under the tenant's scope (`tenants/<name>/`, shared.core.tenants)."""
         try:
             raw_field: dict[str, str] = {"text": raw.decode("utf-8")}
         except UnicodeDecodeError:
             raw_field = {"base64": base64.b64encode(raw).decode("ascii")}
         record = {
+            **({"tenant": tenant} if tenant is not None else {}),
             "key": key,
             "reason": reason,
             "error": error,
@@ -54,7 +59,7 @@ class DeadLetters:
             "dead_lettered_at": iso(now),
             "message": raw_field,
         }
-        name = f"{now:%Y/%m/%d}/{safe_key(key)}.json"
+        name = f"{scope_of(tenant)}{now:%Y/%m/%d}/{safe_key(key)}.json"
         if not write_json_create_only(self._container.get_blob_client(name), record):
             logger.info("dead letter %s existed already; kept the first record", name)
         return f"{self._container.container_name}/{name}"

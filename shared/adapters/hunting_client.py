@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,11 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from shared.adapters.http_session import read_capped
 from shared.core.apis import APIS, ApiSpec, Cloud
+from shared.core.classify import ErrorInfo, sign_in_refusal
 from shared.core.envelope import ROW_CAP
 from shared.core.errors import StreamBroken
 from shared.core.rows import Column, PartSummary
+from shared.core.tenants import TenantConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,14 @@ class ApiReply:
 @dataclass(frozen=True)
 class TransportFailure:
     reason: str
+
+
+@dataclass(frozen=True)
+class SignInRefused:
+    """A customer tenant's sign-in that cannot succeed as configured (consent, federated credential, secret): its
+    hunts fail with the error, which names the tenant and the fix."""
+
+    error: ErrorInfo
 
 
 @dataclass
@@ -102,7 +112,7 @@ class ResultStream:
         self.response.close()
 
 
-ApiResult = ResultStream | ApiReply | TransportFailure
+ApiResult = ResultStream | ApiReply | TransportFailure | SignInRefused
 
 
 def _columns(schema: list[Any]) -> list[Column]:
@@ -111,12 +121,13 @@ def _columns(schema: list[Any]) -> list[Column]:
 
 
 class HuntingClient:
-    def __init__(self, credential: TokenCredential, session: requests.Session, *, cloud: Cloud,
-                 base_url: str | None = None, row_cap: int = ROW_CAP) -> None:
+    def __init__(self, credentials: Callable[[TenantConfig | None], TokenCredential], session: requests.Session, *,
+                 cloud: Cloud, base_url: str | None = None, row_cap: int = ROW_CAP) -> None:
         self._row_cap = row_cap
-        self._credential = credential
-        # azure-identity caches tokens, but concurrent first calls each fetch one: serialize per process.
-        self._token_lock = threading.Lock()
+        self._credentials = credentials   # per tenant (shared.adapters.credentials.TenantCredentials)
+        # azure-identity caches tokens, but concurrent first calls each fetch one: serialize per tenant.
+        self._token_locks: dict[str | None, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self._session = session
         self._cloud = cloud
         self._base_url = base_url
@@ -124,17 +135,29 @@ class HuntingClient:
     def url_for(self, spec: ApiSpec) -> str:
         return (self._base_url or spec.base_url(self._cloud)) + spec.path
 
-    def run(self, api: str, query: str, timespan: str | None = None) -> ApiResult:
+    def _token_lock(self, tenant: TenantConfig | None) -> threading.Lock:
+        key = None if tenant is None else tenant.name
+        with self._locks_lock:
+            return self._token_locks.setdefault(key, threading.Lock())
+
+    def run(self, api: str, query: str, timespan: str | None = None,
+            tenant: TenantConfig | None = None) -> ApiResult:
         spec = APIS[api]
         body: dict[str, str] = {"Query": query}
         if timespan is not None:
             body["Timespan"] = timespan
         try:
-            with self._token_lock:
-                token = self._credential.get_token(spec.scope(self._cloud)).token
+            with self._token_lock(tenant):
+                token = self._credentials(tenant).get_token(spec.scope(self._cloud)).token
         except ClientAuthenticationError as error:
-            # A misconfigured identity fails every hunt alike; retried with backoff until the hunt gives up.
             first_line = (error.message or type(error).__name__).splitlines()[0][:300]
+            if tenant is not None:
+                refused = sign_in_refusal(tenant, first_line)
+                if refused is not None:
+                    return SignInRefused(refused)
+                return TransportFailure(f"could not get a token for the {api} API in tenant {tenant.name!r}: "
+                                        f"{first_line}")
+            # A misconfigured identity fails every hunt alike; retried with backoff until the hunt gives up.
             return TransportFailure(f"could not get a token for the {api} API: {first_line}")
         try:
             response = self._session.post(

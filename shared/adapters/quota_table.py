@@ -26,6 +26,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.adapters.storage import create_if_missing
 from shared.core.quota import Admit, Wait, Window, admitted, counts_at, decide
 from shared.core.settings import Settings
+from shared.core.tenants import TenantConfig
 
 logger = logging.getLogger(__name__)
 
@@ -102,28 +103,42 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 class QuotaGates:
-    """One QuotaGate per API, over one table, for the deployment's tenant."""
+    """One QuotaGate per API and tenant, over one table: the home tenant's (keyed by AZURE_TENANT_ID, with the
+    relay's windows) and each customer tenant's (keyed `<api>-tenant-<name>`, with its own `quota`), so that one
+    tenant's budget and pauses never touch another's."""
 
     def __init__(self, table: TableClient, settings: Settings, *, clock: Callable[[], datetime],
                  rand: Callable[[], float]) -> None:
         self._table = table
         self._clock = clock
-        self._windows = [Window(seconds=seconds, limit=calls) for calls, seconds in settings.quota_windows]
-        self._tenant = re.sub(r"[^A-Za-z0-9-]", "-", settings.tenant_id or "tenant")
-        self._gates: dict[str, QuotaGate] = {}
+        self._windows = _windows(settings.quota_windows)
+        self._home = re.sub(r"[^A-Za-z0-9-]", "-", settings.tenant_id or "tenant")
+        self._gates: dict[tuple[str, str | None], QuotaGate] = {}
+        self._lock = threading.Lock()
         self._rand = rand
 
     def ensure_table(self) -> None:
         create_if_missing(self._table.create_table, "the quota gate table")
 
-    def _gate(self, api: str) -> QuotaGate:
-        if api not in self._gates:
-            self._gates[api] = QuotaGate(self._table, key=f"{api}-{self._tenant}", windows=self._windows,
-                                         clock=self._clock, rand=self._rand)
-        return self._gates[api]
+    def _gate(self, api: str, tenant: TenantConfig | None) -> QuotaGate:
+        key = (api, None if tenant is None else tenant.name)
+        with self._lock:
+            if key not in self._gates:
+                if tenant is None:
+                    name, windows = f"{api}-{self._home}", self._windows
+                else:
+                    name = f"{api}-tenant-{tenant.name}"
+                    windows = _windows(tenant.quota_windows) if tenant.quota_windows else self._windows
+                self._gates[key] = QuotaGate(self._table, key=name, windows=windows, clock=self._clock,
+                                             rand=self._rand)
+            return self._gates[key]
 
-    def admit(self, api: str) -> Admit | Wait:
-        return self._gate(api).admit()
+    def admit(self, api: str, tenant: TenantConfig | None = None) -> Admit | Wait:
+        return self._gate(api, tenant).admit()
 
-    def throttled(self, api: str, seconds: float) -> None:
-        self._gate(api).pause_until(self._clock() + timedelta(seconds=seconds))
+    def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None:
+        self._gate(api, tenant).pause_until(self._clock() + timedelta(seconds=seconds))
+
+
+def _windows(pairs: Sequence[tuple[int, int]]) -> list[Window]:
+    return [Window(seconds=seconds, limit=calls) for calls, seconds in pairs]

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 
-from shared.app import grant_permission
+from shared.app import grant_permission, tenant_commands
 from shared.app.config import load_settings
 from shared.core.apis import API_NAMES
 from shared.core.errors import HuntRelayError
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     grant = commands.add_parser("grant-permission",
                                 help="grant a hunting API's application role to an identity through Microsoft Graph")
     grant_permission.configure_parser(grant)
+    check = commands.add_parser("check-tenant", help="sign in as a customer tenant's app and report its roles")
+    tenant_commands.configure_check_parser(check)
     enqueue = commands.add_parser("enqueue", help="put a hunt on the queue and print its job id")
     source = enqueue.add_mutually_exclusive_group(required=True)
     source.add_argument("--query", help="the KQL")
@@ -135,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _enqueue(args)
         if args.command == "grant-permission":
             return grant_permission.run(args)
+        if args.command == "check-tenant":
+            return tenant_commands.run_check(args)
     except HuntRelayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -89,7 +89,8 @@ class HuntEndings:
         logger.warning("hunt %s: failed (%s)", job.id, error.code)
         failed = envelope.failure(job.ran, error, completed_at=now)
         # The record first: it must exist even when the destination itself is what keeps failing (poison).
-        self._dead_letters.record(key=record_key or job.id, raw=job.message.raw, reason=error.code,
+        self._dead_letters.record(key=record_key or job.id, tenant=job.request.tenant, raw=job.message.raw,
+                                  reason=error.code,
                                   error=error.as_dict(), queue=self._queue_name, message_id=job.message.message_id,
                                   dequeue_count=job.message.dequeue_count, now=now,
                                   first_enqueued_at=job.request.first_enqueued_at)
@@ -105,25 +106,29 @@ class HuntEndings:
         return Outcome(message.message_id, Cause.POISON, error.code, error_code=error.code)
 
     def reject(self, message: MessageInfo, error: InvalidHuntRequest,
-               sink_for: Callable[[str | None], Target | Refused], build: Callable[[Target], Sink], *,
-               best_effort: bool = False) -> Outcome:
-        """`sink_for(destination)` resolves the message's destination, when it names a usable one; with
-        `best_effort` (the poison handler) a storage error on the way there leaves the record as the answer."""
+               sink_for: Callable[[str | None, str | None], Target | Refused], build: Callable[[Target], Sink], *,
+               tenant_of: Callable[[object], str | None], best_effort: bool = False) -> Outcome:
+        """`sink_for(destination, tenant)` resolves the message's destination, when it names a usable one of a
+        known tenant; `tenant_of(value)` is the relay's tenant the message's `tenant` value names (None: the home
+        scope). With `best_effort` (the poison handler) a storage error on the way there leaves the record as the
+        answer."""
         now = self._clock()
         info = ErrorInfo("InvalidHuntRequest", str(error), hint="see the message format in the README and "
                          "schemas/hunt-request.v1.schema.json")
-        job_id, context, destination = _salvage(message.raw)
+        job_id, context, destination, raw_tenant = _salvage(message.raw)
+        tenant = tenant_of(raw_tenant)
         key = job_id or message.message_id
         logger.warning("hunt %s: rejected the message (%s)", key, error.field or "message")
         # The record first, as in `fail`: it must exist even when the destination is what fails.
         self._dead_letters.record(key=key, raw=message.raw, reason="InvalidHuntRequest", error=info.as_dict(),
                                   queue=self._queue_name, message_id=message.message_id,
-                                  dequeue_count=message.dequeue_count, now=now)
-        target = sink_for(destination)
+                                  dequeue_count=message.dequeue_count, now=now, tenant=tenant)
+        target = sink_for(destination, tenant) if tenant is not None or raw_tenant is None \
+            else Refused("the message names an unknown tenant")
         location = None
         if isinstance(target, Target):   # else no destination to tell: the record is the answer
-            location = self._deliver_failure(build(target), key, envelope.failure(
-                None, info, completed_at=now, job_id=key, context=context), best_effort=best_effort)
+            failed = envelope.failure(None, info, completed_at=now, job_id=key, context=context, tenant=tenant)
+            location = self._deliver_failure(build(target), key, failed, best_effort=best_effort)
         return Outcome(key, Cause.REJECTED, str(error), location=location, error_code="InvalidHuntRequest")
 
     def _deliver_failure(self, sink: Sink | None, job_id: str, failed: dict[str, Any], *,
@@ -175,16 +180,17 @@ class HuntEndings:
                        request.id, sent.reason, decision.delay)
 
 
-def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None]:
-    """Best effort: the id, context and destination of an invalid message, when they themselves are valid."""
+def _salvage(raw: bytes) -> tuple[str | None, dict[str, Any], str | None, object]:
+    """Best effort: the id, context and destination of an invalid message, when they themselves are valid, and its
+    `tenant` value as it is (None when absent)."""
     try:
         body = message_json(raw)
     except InvalidHuntRequest:
-        return None, {}, None
+        return None, {}, None, None
     raw_id, raw_context, raw_destination = body.get("id"), body.get("context"), body.get("destination")
     job_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.fullmatch(raw_id) else None
     context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
     if len(dumps(context)) > MAX_CONTEXT_BYTES:
         context = {}
     destination = raw_destination if isinstance(raw_destination, str) else None
-    return job_id, context, destination
+    return job_id, context, destination, body.get("tenant")

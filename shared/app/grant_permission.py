@@ -1,6 +1,7 @@
 """Grant a hunting API's application role to a managed identity (or an app) through Microsoft Graph.
 
     python -m shared grant-permission --principal-id ID [--api mde|m365d|graph] [--cloud C] [--graph-url URL]
+    python -m shared grant-permission --tenant NAME [...]   a customer tenant's consent (shared.app.tenant_commands)
 
 The portal cannot give an application role to a managed identity; Graph can, in four calls:
 find the API's service principal by its app id, find the role by its value (`AdvancedQuery.Read.All` ...),
@@ -204,8 +205,14 @@ def grant_permission(principal_id: str, api: str, *, credential: TokenCredential
 # --- the command line -----------------------------------------------------------------------------------------
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--principal-id", required=True,
+    parser.add_argument("--principal-id",
                         help="object (principal) id of the managed identity or app's service principal")
+    parser.add_argument("--tenant", help="a customer tenant of HUNT_TENANTS: print the admin-consent URL for its app "
+                        "(see --create-federated-credential)")
+    parser.add_argument("--create-federated-credential", action="store_true",
+                        help="with --tenant: let the relay's managed identity (--principal-id) sign in as the app")
+    parser.add_argument("--issuer", help="with --create-federated-credential: the identity's token issuer (default "
+                        "<authority>/<AZURE_TENANT_ID>/v2.0)")
     parser.add_argument("--api", choices=API_NAMES, default=os.environ.get("HUNT_API") or "graph",
                         help="the hunting API whose role to grant (default HUNT_API, else mde)")
     parser.add_argument("--cloud", choices=CLOUD_NAMES, default=os.environ.get("HUNT_CLOUD") or "public",
@@ -215,6 +222,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, *, credential: TokenCredential | None = None,
         session: requests.Session | None = None) -> int:
+    if getattr(args, "tenant", None):
+        from shared.app.tenant_commands import run_grant
+
+        return run_grant(args, credential=credential, session=session)
+    if not args.principal_id:
+        sys.stderr.write("error: --principal-id is required (the object id of the identity to grant the role)\n")
+        return 2
     if credential is None:
         from azure.identity import DefaultAzureCredential
 

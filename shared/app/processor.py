@@ -26,10 +26,10 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError
 
 from shared.adapters.dead_letters import DeadLetters
-from shared.adapters.hunting_client import ApiReply, ApiResult, TransportFailure
+from shared.adapters.hunting_client import ApiReply, ApiResult, SignInRefused, TransportFailure
 from shared.adapters.split_parts import SplitParts
 from shared.app.endings import HuntEndings, Job
-from shared.app.split_hunts import Continue, PartBroken, SplitHunts
+from shared.app.split_hunts import Continue, PartBroken, PartRefused, SplitHunts, SplitStep
 from shared.core.apis import APIS
 from shared.core.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.core.errors import DeliveryRefused, InvalidHuntRequest, PendingConflict, StreamBroken
@@ -52,6 +52,7 @@ from shared.core.routing import is_retired_answer, retired_warning, route, split
 from shared.core.rows import RowStream
 from shared.core.settings import Settings
 from shared.core.splitting import SPLIT_HINT, refusal
+from shared.core.tenants import TenantConfig
 from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink, StreamSink
 from shared.delivery.pending import Kept, PendingDeliveries, Sent
 from shared.delivery.targets import Target, resolve_destination
@@ -64,14 +65,15 @@ _OUTCOME_OF: dict[type, Cause] = {ThrottledCause: Cause.THROTTLED, TransientFaul
 
 
 class Gate(Protocol):
-    """The fleet-wide quota gate (shared.adapters.quota_table), per API."""
+    """The fleet-wide quota gate (shared.adapters.quota_table), per API and tenant."""
 
-    def admit(self, api: str) -> Admit | Wait: ...
-    def throttled(self, api: str, seconds: float) -> None: ...
+    def admit(self, api: str, tenant: TenantConfig | None = None) -> Admit | Wait: ...
+    def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None: ...
 
 
 class Runner(Protocol):
-    def run(self, api: str, query: str, timespan: str | None = None) -> ApiResult: ...
+    def run(self, api: str, query: str, timespan: str | None = None,
+            tenant: TenantConfig | None = None) -> ApiResult: ...
 
 
 class Retired(Protocol):
@@ -90,7 +92,8 @@ class HuntProcessor:
                  split_parts: SplitParts | None = None) -> None:
         self._settings = settings
         self._splits = SplitHunts(split_parts, self._call, row_cap=settings.row_cap,
-                                  split_min_seconds=settings.split_min_seconds) if split_parts is not None else None
+                                  split_min_seconds=settings.split_min_seconds,
+                                  max_parts=settings.split_max_parts) if split_parts is not None else None
         self._retired = retired
         self._client = client
         self._sink_for = sink_for
@@ -108,22 +111,46 @@ class HuntProcessor:
         return request.to_message(self._mark)
 
     def _decode(self, message: MessageInfo) -> HuntRequest:
-        return decode_hunt_request(message.raw, message_id=message.message_id, default_api=self._settings.api,
-                                   now=self._clock(), mark=self._mark)
+        request = decode_hunt_request(
+            message.raw, message_id=message.message_id, default_api=self._settings.api, now=self._clock(),
+            mark=self._mark, default_tenant=self._settings.default_tenant,
+            tenant_apis={name: t.api for name, t in self._settings.tenants.items() if t.api is not None})
+        tenants = self._settings.tenants
+        if request.tenant is None and tenants:
+            raise InvalidHuntRequest("tenant", f"is required: this relay hunts in the tenants {', '.join(tenants)} "
+                                     "and has no HUNT_DEFAULT_TENANT")
+        if request.tenant is not None and request.tenant not in tenants:
+            raise InvalidHuntRequest("tenant", f"unknown tenant {request.tenant!r}: " + (
+                f"this relay's tenants are {', '.join(tenants)}" if tenants else
+                "this relay has no HUNT_TENANTS; send the hunt without 'tenant'"))
+        return request
 
-    def _target(self, destination: str | None) -> Target | Refused:
-        return resolve_destination(destination, self._settings)
+    def _tenant(self, request: HuntRequest) -> TenantConfig | None:
+        return None if request.tenant is None else self._settings.tenants[request.tenant]
+
+    def _target(self, destination: str | None, tenant: str | None = None) -> Target | Refused:
+        if tenant is None and self._settings.tenants:
+            return Refused("the message names no tenant of this relay: no destination is told")
+        return resolve_destination(destination, self._settings,
+                                   None if tenant is None else self._settings.tenants.get(tenant))
+
+    def _tenant_named(self, value: object) -> str | None:
+        """The relay's tenant a message that is not a valid hunt belongs to: the one it names, when that is one of
+        the relay's, or the default tenant when it names none; None otherwise (the home scope)."""
+        if value is None:
+            return self._settings.default_tenant
+        return value if isinstance(value, str) and value in self._settings.tenants else None
 
     def process(self, message: MessageInfo) -> Outcome:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as error:
-            return self._end.reject(message, error, self._target, self._sink_for)
+            return self._end.reject(message, error, self._target, self._sink_for, tenant_of=self._tenant_named)
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
         if request.dropped:
             logger.warning("hunt %s: the message set relay-kept fields without the relay's mark (%s); they were "
                            "dropped and the hunt runs as a fresh one", request.id, ", ".join(request.dropped))
-        target = self._target(request.destination)
+        target = self._target(request.destination, request.tenant)
         if isinstance(target, Refused):
             return self._end.fail(Job(message, request, None), ErrorInfo("DestinationRefused", target.reason))
         job = Job(message, request, self._sink_for(target))
@@ -131,6 +158,8 @@ class HuntProcessor:
             return self._redeliver(job)
         if isinstance(job.sink, StreamSink) and job.sink.already_delivered(request):
             logger.info("hunt %s: already delivered, completing the redelivered message", request.id)
+            if request.split and self._splits is not None:   # a worker that died between delivery and clean-up
+                self._splits.finished(request)
             return Outcome(request.id, Cause.DUPLICATE, "already delivered", request.api)
         try:
             query = self._query_of(request)
@@ -148,6 +177,8 @@ class HuntProcessor:
             if isinstance(reply, Wait):
                 return self._retry(job, GateWait(reply.seconds, reply.reason))
         job = job.ran_as(ran)
+        if isinstance(reply, SignInRefused):
+            return self._end.fail(job, reply.error)
         if isinstance(reply, TransportFailure):
             return self._retry(job, TransientFault(reply.reason))
         if isinstance(reply, ApiReply):
@@ -177,25 +208,30 @@ class HuntProcessor:
         if self._splits is None:
             return self._end.fail(job, ErrorInfo("SplitUnavailable", "this relay was built without storage for "
                                                  "split parts", hint="send the hunt without 'split'"))
-        step = self._splits.run(ran, query)
+        outcome = self._split_step(job, self._splits.run(ran, query))
+        if outcome.cause in (Cause.DELIVERED, Cause.DELIVERY_RETRY, Cause.FAILED):
+            self._splits.finished(job.request)   # answered, or its body kept: the parts are not needed again
+        return outcome
+
+    def _split_step(self, job: Job, step: SplitStep) -> Outcome:
         if isinstance(step, Wait):
             return self._retry(job, GateWait(step.seconds, step.reason))
+        if isinstance(step, SignInRefused):
+            return self._end.fail(job, step.error)
+        if isinstance(step, PartRefused):
+            return self._end.fail(job, ErrorInfo("SplitRefused", step.reason, hint=SPLIT_HINT))
         if isinstance(step, TransportFailure | PartBroken):
             return self._retry(job, TransientFault(step.reason))
         if isinstance(step, Continue):
             return self._retry(job, SplitContinues(step.reason))
         if isinstance(step, ApiReply):
-            outcome = self._answer(job, step)
-        else:
-            try:
-                outcome = self._deliver(job, step)
-            except StreamBroken as error:
-                return self._retry(job, TransientFault(str(error)))
-            except DeliveryRefused as error:
-                outcome = self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
-        if outcome.cause in (Cause.DELIVERED, Cause.DELIVERY_RETRY, Cause.FAILED):
-            self._splits.finished(job.request)   # answered, or its body kept: the parts are not needed again
-        return outcome
+            return self._answer(job, step)
+        try:
+            return self._deliver(job, step)
+        except StreamBroken as error:
+            return self._retry(job, TransientFault(str(error)))
+        except DeliveryRefused as error:
+            return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
 
     def _route(self, request: HuntRequest) -> HuntRequest:
         """The hunt as it runs: on the API it names, or on Graph (shared.core.routing)."""
@@ -208,11 +244,12 @@ class HuntProcessor:
 
     def _call(self, ran: HuntRequest, query: str) -> ApiResult | Wait:
         """One call through the fleet's quota gate, on the API the hunt runs on."""
+        tenant = self._tenant(ran)
         if self._gate is not None:
-            verdict = self._gate.admit(ran.api)
+            verdict = self._gate.admit(ran.api, tenant)
             if isinstance(verdict, Wait):
                 return verdict
-        return self._client.run(ran.api, query, ran.timespan)
+        return self._client.run(ran.api, query, ran.timespan, tenant)
 
     def _retired_now(self, ran: HuntRequest, reply: ApiReply) -> bool:
         """A legacy API answered as retired, under HUNT_LEGACY_APIS=auto: remembered fleet-wide."""
@@ -242,13 +279,17 @@ class HuntProcessor:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as invalid:
-            return self._end.reject(message, invalid, self._target, self._sink_for, best_effort=True)
+            return self._end.reject(message, invalid, self._target, self._sink_for, tenant_of=self._tenant_named,
+                                    best_effort=True)
         error = ErrorInfo("Poison", f"the hunt could not be processed in {self._settings.max_dequeue_count} "
                                     "deliveries (the handler failed each time); it was not run again",
                           hint="check the relay's logs for this job id; send the hunt again once fixed")
-        target = self._target(request.destination)
+        target = self._target(request.destination, request.tenant)
         sink = self._sink_for(target) if isinstance(target, Target) else None
-        return self._end.fail(Job(message, request, sink), error, best_effort=True, cause=Cause.POISON)
+        outcome = self._end.fail(Job(message, request, sink), error, best_effort=True, cause=Cause.POISON)
+        if request.split and self._splits is not None:
+            self._splits.finished(request)
+        return outcome
 
     def _query_of(self, request: HuntRequest) -> str:
         if request.query is not None:
@@ -277,7 +318,8 @@ class HuntProcessor:
         decision = decide(cause, job.request, self._limits, now=self._clock(), rand=self._rand, encode=self._encode,
                           hint=hint)
         if isinstance(cause, ThrottledCause) and self._gate is not None and decision.pause is not None:
-            self._gate.throttled(job.ran.api, decision.pause)   # every instance pauses, whatever this hunt does
+            # every instance pauses for this tenant, whatever this hunt does
+            self._gate.throttled(job.ran.api, decision.pause, self._tenant(job.ran))
         if isinstance(decision, GiveUp):
             # A destination that said "not now" is not sent the failure too: the record is the answer.
             return self._end.fail(job.without_sink() if isinstance(cause, DestinationNotNow) else job, decision.error)

@@ -19,7 +19,7 @@ from typing import Any
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from shared.adapters.credentials import api_credential
+from shared.adapters.credentials import TenantCredentials
 from shared.adapters.dead_letters import DeadLetters
 from shared.adapters.http_session import pooled_session
 from shared.adapters.hunting_client import HuntingClient
@@ -56,7 +56,7 @@ class Relay:
         self.clock = clock
         self.observers = list(observers)
         self.session = pooled_session()
-        self.client = HuntingClient(api_credential(settings), self.session, cloud=settings.cloud,
+        self.client = HuntingClient(TenantCredentials(settings), self.session, cloud=settings.cloud,
                                     base_url=settings.api_base_url, row_cap=settings.row_cap)
         self.queue_service, self.blob_service = storage_clients(settings, self.session)
         self._containers: dict[str, ContainerClient] = {}
@@ -78,7 +78,8 @@ class Relay:
             requeue=self.requeue, gate=self.gates, render_template=self.render_template, clock=clock, rand=rand,
             mark=self.mark, pending=PendingDeliveries(self.container(settings.results_container)),
             retired=Retirements(self.container(settings.state_container)),
-            split_parts=SplitParts(self.container(settings.results_container)),
+            split_parts=SplitParts(self.container(settings.results_container), clock=clock,
+                                   max_age_seconds=settings.max_age_seconds),
         )
 
     def ensure_resources(self) -> None:
@@ -96,7 +97,7 @@ class Relay:
             self.gates.ensure_table()
 
     def sink_for(self, target: Target) -> Sink:
-        return target.destination.build(self, inline=target.inline)
+        return target.destination.build(self, inline=target.inline, scope=target.scope)
 
     def container(self, name: str) -> ContainerClient:
         """One client per container for the process: building one builds a whole SDK pipeline."""

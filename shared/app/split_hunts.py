@@ -9,8 +9,10 @@
 Each turn asks the core (shared.core.splitting) for the first part not done, calls the API for it through the
 processor's `call` (the quota gate, then the client), and stores what came back (shared.adapters.split_parts).
 A part that reaches the row cap, or that the service refuses as too large, is split in two, unless its halves
-would be shorter than HUNT_SPLIT_MIN: then it is kept as it came (or empty, for a refusal) and flagged truncated.
-A finished part is never asked for again: a copy back from a 429, or a worker that was killed, finds it done.
+would be shorter than HUNT_SPLIT_MIN, or the hunt has HUNT_SPLIT_MAX_PARTS parts: then it is kept as it came (or
+empty, for a refusal) and flagged truncated. A finished part is never asked for again: a copy back from a 429, or a
+worker that was killed, finds it done, and a second copy of the hunt looks for the part's record before each call.
+A part whose rows lie outside it (PartRefused) shows a query that splitting would repeat: the hunt is refused.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from shared.adapters.hunting_client import ApiReply, ApiResult, TransportFailure
-from shared.adapters.split_parts import AssembledParts, SplitParts
+from shared.adapters.hunting_client import ApiReply, ApiResult, SignInRefused, TransportFailure
+from shared.adapters.split_parts import AssembledParts, HuntParts, RowsOutsidePart, SplitParts
 from shared.core.apis import APIS
 from shared.core.classify import Terminal, classify
 from shared.core.errors import StreamBroken
@@ -46,14 +48,23 @@ class PartBroken:
     reason: str
 
 
-SplitStep = AssembledParts | Wait | ApiReply | TransportFailure | Continue | PartBroken
+@dataclass(frozen=True)
+class PartRefused:
+    """The rows that came back show the query cannot be split by time (shared.core.splitting.outside)."""
+
+    reason: str
+
+
+SplitStep = (AssembledParts | Wait | ApiReply | TransportFailure | SignInRefused | Continue | PartBroken
+             | PartRefused)
 
 
 class SplitHunts:
     def __init__(self, parts: SplitParts, call: Callable[[HuntRequest, str], ApiResult | Wait], *, row_cap: int,
-                 split_min_seconds: float, budget_seconds: float | None = None,
+                 split_min_seconds: float, max_parts: int, budget_seconds: float | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._parts = parts
+        self._max_parts = max_parts
         self._call = call
         self._row_cap = row_cap
         self._floor = max(1, round(split_min_seconds * TICKS_PER_SECOND))
@@ -65,13 +76,15 @@ class SplitHunts:
         hunt = self._parts.open(ran, hunt_range(ran.timespan, ran.first_enqueued_at))
         started, calls = self._monotonic(), 0
         while (part := next_part(hunt.root, hunt.split, hunt.done_keys)) is not None:
-            if calls and self._monotonic() - started > self._budget:
-                return Continue(len(hunt.done_keys), f"split hunt: {len(hunt.done_keys)} parts done, the rest "
-                                                     "from a copy (this invocation's time is used)")
+            if calls and self._over_budget(started):
+                return self._continue(hunt)
+            if hunt.is_done(part):   # another copy of the hunt finished it meanwhile
+                continue
             calls += 1
-            floor = not part.splittable(self._floor)
+            # The floor: halves would be shorter than HUNT_SPLIT_MIN, or the hunt has as many parts as it may have.
+            floor = not part.splittable(self._floor) or len(parts_in_order(hunt.root, hunt.split)) >= self._max_parts
             reply = self._call(replace(ran, timespan=part.timespan), query)
-            if isinstance(reply, Wait | TransportFailure):
+            if isinstance(reply, Wait | TransportFailure | SignInRefused):
                 return reply
             if isinstance(reply, ApiReply):
                 verdict = classify(reply.status, reply.body, APIS[ran.api])
@@ -88,6 +101,10 @@ class SplitHunts:
                 stored = hunt.store(part, reply, row_cap=self._row_cap, keep_if_capped=floor)
             except StreamBroken as error:
                 return PartBroken(str(error))
+            except RowsOutsidePart as error:
+                return PartRefused(f"{error}: its rows are not what the timespan filters (print, datatable, range, "
+                                   "a table without Timestamp, or a computed Timestamp), so every part would "
+                                   "return them again")
             finally:
                 reply.close()
             if stored.part is None:
@@ -96,8 +113,18 @@ class SplitHunts:
             else:
                 logger.info("hunt %s: part %s of the split hunt done, %s rows", ran.id, len(hunt.done_keys),
                             stored.row_count)
+        if calls and self._over_budget(started):   # assembling a big result may take as long again
+            return self._continue(hunt)
         order = parts_in_order(hunt.root, hunt.split)
         return hunt.assembled(order, self._row_cap)
+
+    def _over_budget(self, started: float) -> bool:
+        return self._monotonic() - started > self._budget
+
+    @staticmethod
+    def _continue(hunt: HuntParts) -> Continue:
+        return Continue(len(hunt.done_keys), f"split hunt: {len(hunt.done_keys)} parts done, the rest from a copy "
+                                             "(this invocation's time is used)")
 
     def finished(self, request: HuntRequest) -> None:
         """The hunt is answered (delivered, kept for a delivery-only retry, or failed): its parts go."""

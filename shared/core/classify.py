@@ -19,9 +19,11 @@ Terminal verdicts carry a code, the service's message and a hint a person can ac
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from shared.core.apis import ApiSpec
+from shared.core.tenants import TenantConfig
 
 NARROW_HINT = ("narrow the query: a shorter time range (where Timestamp > ago(1d)), fewer columns (project), "
                "a filter on DeviceName or AccountName, or summarize instead of returning raw rows")
@@ -120,3 +122,31 @@ def classify(status: int, body: str, api: ApiSpec) -> Verdict:
         return Transient(f"HTTP {status} from the {api.name} API: {message[:200]}")
     return Terminal(ErrorInfo("RequestRejected", message, status,
                               "check HUNT_API_BASE_URL and HUNT_API: the service did not accept the request"))
+
+
+# AADSTS codes of a sign-in that cannot succeed until someone changes the configuration, and what to change.
+_CONSENT = ("the app {client_id} is not consented in tenant {name!r} ({tenant_id}), or its consent was revoked: the "
+            "tenant's admin opens the URL that `python -m shared grant-permission --tenant {name}` prints")
+_FEDERATION = ("the app {client_id} has no federated credential for the relay's managed identity: create it with "
+               "`python -m shared grant-permission --tenant {name} --create-federated-credential` (docs/deploy.md)")
+_CREDENTIAL_FIX = ("the secret (or certificate) for tenant {name!r} is wrong or expired: add a new one to the app "
+                   "{client_id} and put it in the setting its secret_setting (certificate_setting) names")
+_SIGN_IN_FIXES = {
+    700016: _CONSENT, 65001: _CONSENT, 7000112: _CONSENT, 500011: _CONSENT,
+    70021: _FEDERATION, 700211: _FEDERATION, 700212: _FEDERATION, 700213: _FEDERATION, 700024: _FEDERATION,
+    7000215: _CREDENTIAL_FIX, 7000222: _CREDENTIAL_FIX, 700027: _CREDENTIAL_FIX,
+    90002: "tenant {name!r}: the directory {tenant_id} does not exist: check HUNT_TENANTS.{name}.tenant_id",
+}
+_AADSTS = re.compile(r"AADSTS(\d+)")
+
+
+def sign_in_refusal(tenant: TenantConfig, message: str) -> ErrorInfo | None:
+    """A customer tenant's failed sign-in as a failure naming the tenant and the fix, when the AADSTS code says it
+    cannot succeed as configured; None for anything else (a network fault, the authority down: transient)."""
+    found = _AADSTS.search(message)
+    fix = _SIGN_IN_FIXES.get(int(found.group(1))) if found else None
+    if fix is None:
+        return None
+    return ErrorInfo("SignInFailed", f"tenant {tenant.name!r}: the sign-in as app {tenant.client_id} failed: "
+                     f"{message[:300]}", None, fix.format(name=tenant.name, client_id=tenant.client_id,
+                                                           tenant_id=tenant.tenant_id))

@@ -1,6 +1,7 @@
 """The result envelope a destination receives (see the README's "Result envelope").
 
-    id, status ("succeeded" | "failed"), api, [requested_api, warnings: when another API ran the hunt],
+    id, status ("succeeded" | "failed"), [tenant: a customer tenant's hunt], api,
+    [requested_api, warnings: when another API ran the hunt],
     query | template, context, attempts, submitted_at, completed_at,
     row_count, truncated, [parts: a split hunt's], schema [{name, type}], stats,
     then results (or results_url) | error {code, message, ...}
@@ -26,7 +27,10 @@ def iso(moment: datetime) -> str:
 
 
 def head(request: HuntRequest, status: str) -> dict[str, Any]:
-    envelope: dict[str, Any] = {"id": request.id, "status": status, "api": request.api}
+    envelope: dict[str, Any] = {"id": request.id, "status": status}
+    if request.tenant is not None:
+        envelope["tenant"] = request.tenant
+    envelope["api"] = request.api
     if request.requested_api is not None:
         envelope["requested_api"] = request.requested_api
         envelope["warnings"] = list(request.warnings)
@@ -66,12 +70,14 @@ def tail(*, row_count: int, columns: list[Column], stats: dict[str, Any] | None,
 
 
 def failure(request: HuntRequest | None, error: ErrorInfo, *, completed_at: datetime,
-            job_id: str | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+            job_id: str | None = None, context: dict[str, Any] | None = None,
+            tenant: str | None = None) -> dict[str, Any]:
     """A failed envelope; `request` is None when the message never became a hunt request."""
     if request is not None:
         envelope = head(request, "failed")
     else:
-        envelope = {"id": job_id, "status": "failed", "context": context or {}}
+        envelope = {"id": job_id, "status": "failed", **({"tenant": tenant} if tenant else {}),
+                    "context": context or {}}
     envelope["completed_at"] = iso(completed_at)
     envelope["error"] = error.as_dict()
     return envelope

@@ -32,6 +32,7 @@ from shared.core.errors import InvalidHuntRequest
 from shared.core.relay_mark import MARK_FIELD, MessageMark, canonical, unmarked_relay_fields
 from shared.core.splitting import SpanError, hunt_range
 from shared.core.strict_json import JsonRefused, dumps_text, loads_object
+from shared.core.tenants import TENANT_NAME, scope_of
 
 Format = Literal["json", "ndjson", "csv"]
 FORMATS = ("json", "ndjson", "csv")
@@ -49,12 +50,13 @@ _TIMESPAN = re.compile(
 PENDING_PREFIX = "pending/"
 PENDING_SUFFIX = ".delivery.json"   # ids hold no '.', so no blob sink result name (<prefix><id>.json) can match
 _KNOWN = {"query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
-          "split", "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", MARK_FIELD}
+          "split", "tenant", "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", MARK_FIELD}
 
 
-def pending_delivery_name(job_id: str) -> str:
-    """The blob (in the results container) that holds a job's rendered body while its delivery is retried."""
-    return f"{PENDING_PREFIX}{job_id}{PENDING_SUFFIX}"
+def pending_delivery_name(job_id: str, tenant: str | None = None) -> str:
+    """The blob (in the results container) that holds a job's rendered body while its delivery is retried, under
+    the tenant's scope (shared.core.tenants)."""
+    return f"{scope_of(tenant)}{PENDING_PREFIX}{job_id}{PENDING_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class HuntRequest:
     last_error: str | None = None
     pending_delivery: str | None = None
     split: bool = False   # split the time range until every part fits under the caps (shared.core.splitting)
+    tenant: str | None = None   # a customer tenant of HUNT_TENANTS (None: the home tenant)
     dropped: tuple[str, ...] = ()   # relay-kept fields the message carried without a valid mark (never sent on)
     requested_api: Api | None = None   # set when another API ran the hunt (shared.core.routing); never sent on
     warnings: tuple[str, ...] = ()     # why, for the envelope
@@ -87,7 +90,8 @@ class HuntRequest:
         """What makes two messages the same request: a SHA-256 of everything but the relay's own fields."""
         identity = {"id": self.id, "api": self.api, "query": self.query, "template": self.template,
                     "parameters": dict(self.parameters), "destination": self.destination, "format": self.format,
-                    "timespan": self.timespan, "context": dict(self.context), "split": self.split}
+                    "timespan": self.timespan, "context": dict(self.context), "split": self.split,
+                    "tenant": self.tenant}
         return hashlib.sha256(canonical(identity)).hexdigest()
 
     def next_attempt(self, last_error: str) -> HuntRequest:
@@ -98,7 +102,7 @@ class HuntRequest:
 
     def delivery_only(self) -> HuntRequest:
         """This hunt marked as a delivery-only retry: its body is stored, the query is not run again."""
-        return replace(self, pending_delivery=pending_delivery_name(self.id))
+        return replace(self, pending_delivery=pending_delivery_name(self.id, self.tenant))
 
     def to_message(self, mark: MessageMark | None) -> str:
         """The queue copy, marked as the relay's own (unmarked without a key: its relay fields are then dropped by
@@ -109,7 +113,7 @@ class HuntRequest:
         if self.template is not None:
             body["template"] = self.template
             body["parameters"] = dict(self.parameters)
-        for name in ("destination", "timespan", "last_error", "pending_delivery"):
+        for name in ("tenant", "destination", "timespan", "last_error", "pending_delivery"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
         if self.context:
@@ -134,9 +138,12 @@ def _marked(body: dict[str, Any], mark: MessageMark | None) -> str:
 
 
 def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, now: datetime,
-                        mark: MessageMark | None = None) -> HuntRequest:
+                        mark: MessageMark | None = None, default_tenant: str | None = None,
+                        tenant_apis: Mapping[str, Api] | None = None) -> HuntRequest:
     """Plain or base64 JSON -> a validated HuntRequest, or InvalidHuntRequest naming what is wrong. Relay-kept
-    fields count only under a valid `mark` (None: no message is the relay's own)."""
+    fields count only under a valid `mark` (None: no message is the relay's own). A hunt that names no tenant is
+    `default_tenant`'s; one that names no API runs on its tenant's (`tenant_apis`), else on `default_api`. Whether
+    the tenant exists is the processor's question (shared.app.processor)."""
     body = message_json(raw)
     dropped = unmarked_relay_fields(body, mark)
     for name in dropped:
@@ -155,7 +162,11 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
     parameters = body.get("parameters", {})
     if not isinstance(parameters, dict) or ("parameters" in body and template is None):
         raise InvalidHuntRequest("parameters", "must be a JSON object, and only with 'template'")
-    api = body.get("api", default_api)
+    tenant = body.get("tenant", default_tenant)
+    if tenant is not None and (not isinstance(tenant, str) or not TENANT_NAME.fullmatch(tenant)):
+        raise InvalidHuntRequest("tenant", "must be a tenant name of HUNT_TENANTS: 1-32 lowercase letters, digits "
+                                 "and -")
+    api = body.get("api", (tenant_apis or {}).get(tenant or "") or default_api)
     if api not in API_NAMES:
         raise InvalidHuntRequest("api", f"must be one of {', '.join(API_NAMES)}, got {_short(api)}")
     timespan = _optional_str(body, "timespan")
@@ -205,12 +216,12 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
         except OverflowError:
             raise InvalidHuntRequest("first_enqueued_at", "is out of range") from None
     last_error = body.get("last_error")
-    pending = _pending_delivery(body, job_id)
+    pending = _pending_delivery(body, job_id, tenant)
     return HuntRequest(
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
         first_enqueued_at=first_at, last_error=str(last_error)[:500] if last_error is not None else None,
-        pending_delivery=pending, split=split, dropped=tuple(dropped),
+        pending_delivery=pending, split=split, tenant=tenant, dropped=tuple(dropped),
     )
 
 
@@ -281,12 +292,12 @@ def _query(body: Mapping[str, Any]) -> str | None:
     return value
 
 
-def _pending_delivery(body: Mapping[str, Any], job_id: str) -> str | None:
+def _pending_delivery(body: Mapping[str, Any], job_id: str, tenant: str | None) -> str | None:
     value = body.get("pending_delivery")
     if value is None:
         return None
     # Exactly the relay's own name for this job: never a path chosen by whoever wrote the message.
-    if "id" not in body or value != pending_delivery_name(job_id):
+    if "id" not in body or value != pending_delivery_name(job_id, tenant):
         raise InvalidHuntRequest("pending_delivery", "is kept by the relay (do not set): it can only name the "
                                  f"relay's own stored delivery for the message's id, {PENDING_PREFIX}<id>"
                                  f"{PENDING_SUFFIX}")

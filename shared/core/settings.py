@@ -24,6 +24,7 @@ from shared.core.apis import API_NAMES, CLOUD_NAMES, Api, Cloud
 from shared.core.errors import SettingsError
 from shared.core.relay_mark import parse_keys
 from shared.core.routing import LEGACY_MODES, LegacyMode
+from shared.core.tenants import TenantConfig, parse_tenants
 from shared.core.webhook_signing import parse_secret_list
 
 AuthMode = Literal["managed_identity", "client_secret", "certificate"]
@@ -80,9 +81,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUNT_CALLS_PER_MINUTE", "45", "Calls per minute the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_CALLS_PER_HOUR", "1500", "Calls per hour the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_QUOTA_WINDOWS", None, "Overrides the two above with any windows, e.g. '20/10s,1500/1h'"),
+    Setting("HUNT_TENANTS", None, 'JSON object of named customer tenants, e.g. {"contoso": {"tenant_id": "<guid>", '
+            '"auth": "federated", "client_id": "<multi-tenant app id>", "destinations": ["contoso-results"]}}; '
+            "unset: the home tenant only (see the README's Tenants)"),
+    Setting("HUNT_DEFAULT_TENANT", None, "The tenant of a hunt that names none (with HUNT_TENANTS)"),
     Setting("HUNT_ROW_CAP", "100000", "The most rows the service returns for one query: a result of this many is "
             "reported as possibly truncated, and a split hunt's part of this many is split again"),
     Setting("HUNT_SPLIT_MIN", "1m", "The shortest part a split hunt's time range is cut into (e.g. 30s, 1m, 1h)"),
+    Setting("HUNT_SPLIT_MAX_PARTS", "1000", "The most parts one split hunt is cut into; a part still at a cap then "
+            "is delivered as it came, flagged truncated"),
     Setting("HUNT_LOG_LEVEL", "INFO", "The portable worker's log level (DEBUG, INFO, WARNING, ERROR)"),
     Setting("HUNT_WEBHOOK_MAX_BYTES", "1000000", "The largest JSON envelope a webhook receives whole; a bigger result "
             "goes to a blob and the webhook gets a link to it (results_url)"),
@@ -170,6 +177,9 @@ class Settings:
     log_level: str
     row_cap: int = 100_000
     split_min_seconds: float = 60.0
+    split_max_parts: int = 1000
+    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)   # empty: the home tenant only
+    default_tenant: str | None = None
 
     @property
     def poison_queue(self) -> str:
@@ -298,6 +308,11 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
             message_keys = parse_keys(read.text("HUNT_MESSAGE_KEYS"))
         except ValueError as error:
             read.problems.append(f"HUNT_MESSAGE_KEYS: {error}")
+    tenants = _tenants(read, destinations)
+    default_tenant = read.get("HUNT_DEFAULT_TENANT")
+    if default_tenant is not None and default_tenant not in tenants:
+        read.problems.append(f"HUNT_DEFAULT_TENANT={default_tenant!r} is not one of HUNT_TENANTS: "
+                             f"{', '.join(sorted(tenants)) or 'none (HUNT_TENANTS is not set)'}")
     log_level = read.text("HUNT_LOG_LEVEL").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         read.problems.append(f"HUNT_LOG_LEVEL={log_level!r} is not allowed: use DEBUG, INFO, WARNING or ERROR")
@@ -324,28 +339,50 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
         quota_windows=_quota_windows(read), webhook_max_bytes=read.positive_int("HUNT_WEBHOOK_MAX_BYTES"),
         link_lifetime_seconds=read.duration("HUNT_LINK_LIFETIME", 1, 7 * 86400,
                                             " (a user delegation key lasts at most 7 days)"),
-        log_level=log_level, row_cap=read.positive_int("HUNT_ROW_CAP"),
+        log_level=log_level, row_cap=read.positive_int("HUNT_ROW_CAP"), tenants=tenants,
+        default_tenant=default_tenant,
         split_min_seconds=read.duration("HUNT_SPLIT_MIN", 0.001, 30 * 86400, " (a part of the 30-day data window)"),
+        split_max_parts=read.positive_int("HUNT_SPLIT_MAX_PARTS"),
     )
     if read.problems:
         raise SettingsError(read.problems)
     return settings
 
 
-def _quota_windows(read: _Reader) -> tuple[tuple[int, int], ...]:
-    text = read.get("HUNT_QUOTA_WINDOWS")
-    if not text:
-        return ((read.positive_int("HUNT_CALLS_PER_MINUTE"), 60), (read.positive_int("HUNT_CALLS_PER_HOUR"), 3600))
+def parse_quota_windows(text: str) -> tuple[tuple[int, int], ...]:
+    """'45/60s,1500/1h' -> ((45, 60), (1500, 3600)); ValueError naming the first bad window."""
     windows = []
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+\s*[smhd]?)\s*", part)
         seconds = parse_duration(match.group(2)) if match else 0
         if not match or int(match.group(1)) < 1 or seconds < 1:
-            read.problems.append(f"HUNT_QUOTA_WINDOWS: {part.strip()!r} is not CALLS/DURATION such as 45/60s or "
-                                 "1500/1h")
-            continue
+            raise ValueError(f"{part.strip()!r} is not CALLS/DURATION such as 45/60s or 1500/1h")
         windows.append((int(match.group(1)), int(seconds)))
     return tuple(windows)
+
+
+def _quota_windows(read: _Reader) -> tuple[tuple[int, int], ...]:
+    text = read.get("HUNT_QUOTA_WINDOWS")
+    if not text:
+        return ((read.positive_int("HUNT_CALLS_PER_MINUTE"), 60), (read.positive_int("HUNT_CALLS_PER_HOUR"), 3600))
+    try:
+        return parse_quota_windows(text)
+    except ValueError as error:
+        read.problems.append(f"HUNT_QUOTA_WINDOWS: {error}")
+        return ()
+
+
+def _tenants(read: _Reader, destinations: Mapping[str, DestinationConfig]) -> dict[str, TenantConfig]:
+    text = read.get("HUNT_TENANTS")
+    if not text:
+        return {}
+    try:
+        spec = json.loads(text)
+    except ValueError as error:
+        read.problems.append(f"HUNT_TENANTS is not valid JSON: {error}")
+        return {}
+    return parse_tenants(spec, setting=read.raw, destinations=destinations, parse_windows=parse_quota_windows,
+                         problems=read.problems)
 
 
 def _is_loopback_http(url: str) -> bool:

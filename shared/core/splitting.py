@@ -3,7 +3,8 @@
     hunt_range(timespan, first_attempt)   the range a split hunt covers: its `timespan`, by default the 30 days
                                           before its first attempt; fixed then, so every part of one hunt agrees
     Span                                  a closed range of ticks (100 ns, Kusto's datetime resolution)
-    Span.halves()                         [start, mid - 1 tick] and [mid, end], mid = start + width // 2
+    Span.halves()                         [start, mid - 1 tick] and [mid, end], mid = start + width // 2 rounded
+                                          down to a whole microsecond (when that still leaves both halves)
     parts_in_order(root, split)           the leaves of the tree the hunt has grown so far, in time order
     next_part(root, split, done)          the first leaf not done yet (None: every part is done)
     refusal(query)                        why a query cannot be split by time (None: it can)
@@ -11,9 +12,14 @@
 Boundaries. A part is sent to the service as the interval `start/end` with seven fractional digits, both ends
 meant inclusively, as Kusto's `between` is. Two neighbours never share a tick: the left half ends one tick before
 the right half starts, so a row whose Timestamp is exactly `mid` belongs to the right half only, and every tick of
-the range belongs to exactly one part. (The sandbox applies a Timespan as `Timestamp BETWEEN start AND end`, at
-DuckDB's microsecond resolution: the left half's last tick, `mid - 100 ns`, reads as `mid - 1 µs`, still before
-every row at `mid`.)
+the range belongs to exactly one part. Every boundary falls on a whole microsecond, so a service or store that
+keeps microseconds agrees: the sandbox applies a Timespan as `Timestamp BETWEEN start AND end` at DuckDB's
+microsecond resolution, where the left half's last tick, `mid - 100 ns`, reads as `mid - 1 µs`, still before every
+row at `mid` and after every row before it.
+
+A part's rows must come from that part's range: `outside(row, part)` finds a row whose Timestamp lies outside it
+(a query whose rows are not what the Timespan filters: `print`, `datatable`, a table without Timestamp, a computed
+Timestamp), and the hunt is then refused rather than delivered with rows repeated in every part.
 
 Splitting by time is exact only for queries whose rows stand alone: `refusal` names the first operator, outside
 comments and string literals, that makes one part's answer depend on the rows of the others (an aggregation, a
@@ -30,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from shared.core.kql_lexical import UnterminatedLiteral, code_only
 
 TICKS_PER_SECOND = 10_000_000
+TICKS_PER_MICROSECOND = 10
 DEFAULT_RANGE = timedelta(days=30)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DURATION = re.compile(r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
@@ -38,9 +45,20 @@ _FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})\.(\d+)")
 # Operators whose answer over one part is not a slice of their answer over the whole range. Longest first, so that
 # `top-nested` is named as itself rather than as `top`.
 _WHOLE_RANGE_OPERATORS = ("make-series", "make-graph", "top-nested", "top-hitters", "sample-distinct", "summarize",
-                          "serialize", "partition", "distinct", "evaluate", "lookup", "reduce", "sample", "count",
+                          "serialize", "partition", "distinct", "lookup", "reduce", "sample", "count",
                           "facet", "join", "scan", "take", "limit", "fork", "top")
 _OPERATOR = re.compile(r"\|\s*(" + "|".join(re.escape(op) for op in _WHOLE_RANGE_OPERATORS) + r")(?![\w-])")
+# Plugins that work on each row alone; any other `evaluate` may aggregate or read other tables.
+_ROW_PLUGINS = ("bag_unpack", "narrow")
+_EVALUATE = re.compile(r"\|\s*evaluate\s+(?:hint\.\w+\s*=\s*\w+\s+)*([\w-]+)")
+# Functions of neighbouring rows (they change at every part's edge), and scalar or cached subqueries.
+_ROW_WINDOW = re.compile(r"(?<![\w.])(prev|next|row_number|row_cumsum|row_rank_dense|row_rank_min|row_window_session|"
+                         r"toscalar|materialize)\s*\(")
+# Sources whose rows are not filtered by a Timespan: every part would return them all again.
+_UNTIMED_SOURCE = re.compile(r"(?:^|;|\(|\bunion\b[^;|]*?,?)\s*(print|datatable|range|externaldata|evaluate)\b")
+# A subquery: `in (... | ...)`, `has_any (... | ...)`, or a tabular `let x = ... | ...;`
+_SUBQUERY = re.compile(r"(?:\bin~?|\bhas_any|\bhas_all)\s*\(\s*\(?[^()]*\|")
+_TABULAR_LET = re.compile(r"\blet\s+\w+\s*=\s*(?:view\s*\(\s*\)\s*\{)?[^;]*\|")
 
 
 SPLIT_HINT = ("see 'Split hunts' in the README: split suits queries that filter and project; aggregate the "
@@ -64,6 +82,9 @@ class Span:
 
     def halves(self) -> tuple[Span, Span]:
         middle = self.start + self.width // 2
+        on_microsecond = middle - middle % TICKS_PER_MICROSECOND
+        if on_microsecond > self.start:
+            middle = on_microsecond
         return Span(self.start, middle - 1), Span(middle, self.end)
 
     def splittable(self, floor_ticks: int) -> bool:
@@ -182,9 +203,50 @@ def refusal(query: str) -> str | None:
     except UnterminatedLiteral:
         return None   # the service will refuse the query itself, with its own message
     found = _OPERATOR.search(code)
-    if found is None:
+    if found is not None:
+        return _refused(f"the query uses '{found.group(1)}', whose answer over a part of the time range is not a "
+                        "part of its answer over the whole range")
+    for plugin in _EVALUATE.finditer(code):
+        if plugin.group(1) not in _ROW_PLUGINS:
+            return _refused(f"the query uses 'evaluate {plugin.group(1)}', which may aggregate or read other "
+                            "tables over the range")
+    window = _ROW_WINDOW.search(code)
+    if window is not None:
+        return _refused(f"the query uses '{window.group(1)}()', whose value depends on rows outside the row's own "
+                        "part")
+    source = _UNTIMED_SOURCE.search(code.strip())
+    if source is not None and source.group(1) != "evaluate":
+        return _refused(f"the query reads '{source.group(1)}', whose rows no timespan filters: every part would "
+                        "return them again")
+    if _SUBQUERY.search(code) or _TABULAR_LET.search(code):
+        return _refused("the query filters by a subquery (a tabular 'let', or 'in (... | ...)'), which would see "
+                        "only one part's rows")
+    return None
+
+
+def _refused(why: str) -> str:
+    return (f"{why}, so it cannot be split by time; drop 'split', or aggregate after the relay (split works for "
+            "queries whose rows stand alone: where, project, extend, parse, mv-expand, union of tables)")
+
+
+def row_moment(row: dict[str, object]) -> int | None:
+    """A row's Timestamp in ticks, when it has one the relay can read."""
+    value = row.get("Timestamp")
+    if not isinstance(value, str):
         return None
-    return (f"the query uses '{found.group(1)}', whose answer over a part of the time range is not a part of its "
-            "answer over the whole range, so it cannot be split by time; drop 'split', or move the aggregation "
-            "after the relay (split works for queries whose rows stand alone: where, project, extend, parse, "
-            "mv-expand, union)")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            return parse_instant(value)   # seven fractional digits
+        except SpanError:
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return ticks_of(moment)
+
+
+def outside(row: dict[str, object], part: Span) -> bool:
+    """Whether the row's Timestamp (when it has one) lies outside the part it came back for."""
+    moment = row_moment(row)
+    return moment is not None and not part.start - part.start % TICKS_PER_MICROSECOND <= moment <= part.end

@@ -115,7 +115,10 @@ class DeliveryParts(Protocol):
 class Destination(DestinationConfig, Protocol):
     """A destination type's dataclass (see the module docstring)."""
 
-    def build(self, parts: DeliveryParts, *, inline: bool) -> Sink: ...
+    def build(self, parts: DeliveryParts, *, inline: bool, scope: str = "") -> Sink:
+        """The sink for one hunt; `scope` (a tenant's `tenants/<name>/`, shared.core.tenants) prefixes every blob
+        it names (links and kept bodies are scoped by the request's tenant)."""
+        ...
 
 
 class DestinationType(Protocol):

@@ -60,8 +60,8 @@ class BlobDestination:
             problems.append(f"{where}: 'gzip' must be true or false, got {gzip!r}")
         return cls(name, container, prefix, gzip is True)
 
-    def build(self, parts: DeliveryParts, *, inline: bool) -> BlobSink:
-        return BlobSink(parts.container(self.container), self.prefix, gzip=self.gzip)
+    def build(self, parts: DeliveryParts, *, inline: bool, scope: str = "") -> BlobSink:
+        return BlobSink(parts.container(self.container), scope + self.prefix, gzip=self.gzip)
 
 
 class BlobSink:

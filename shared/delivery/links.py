@@ -40,6 +40,7 @@ from shared.core.result_formats import CONTENT_TYPES, ResultSummary, blob_metada
 from shared.core.rows import RowStream
 from shared.core.settings import StorageConfig
 from shared.core.strict_json import dumps
+from shared.core.tenants import TENANT_NAME, scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ KEY_MIN_LIFETIME = timedelta(hours=6)       # fetch a key for at least this long
 KEY_MAX_LIFETIME = timedelta(days=7)        # the service's limit for a user delegation key
 # Dropped, in this order, from an envelope that must fit a hard limit (a queue message); all are in the link.
 OPTIONAL_FIELDS = ("query", "parameters", "context", "stats", "parts", "schema", "truncated_hint")
+
+
+def link_name(job_id: str, fmt: str, tenant: str | None = None) -> str:
+    """A link blob's name in the results container, under the tenant's scope (shared.core.tenants)."""
+    return scope_of(tenant) + LINK_PREFIX + file_name(job_id, fmt)
 
 
 class LinkSigner(Protocol):
@@ -127,11 +133,11 @@ class ResultLinks:
         self._lifetime = timedelta(seconds=lifetime_seconds)
         self._clock = clock
 
-    def writer(self, job_id: str, fmt: str) -> StagedBlobWriter:
+    def writer(self, job_id: str, fmt: str, tenant: str | None = None) -> StagedBlobWriter:
         if self._signer is None:
             raise DeliveryRefused("the result is too large for its destination and no link to it can be signed: "
                                   "use identity-based storage or a connection string with an account key")
-        return StagedBlobWriter(self._container.get_blob_client(LINK_PREFIX + file_name(job_id, fmt)))
+        return StagedBlobWriter(self._container.get_blob_client(link_name(job_id, fmt, tenant)))
 
     def publish(self, writer: StagedBlobWriter, fmt: str, head: dict[str, Any], summary: ResultSummary) -> Link:
         metadata = None if fmt == "json" else blob_metadata(head, summary)
@@ -147,8 +153,10 @@ class ResultLinks:
         document = json.loads(body)
         if not isinstance(document, dict) or "results_url" not in document:
             return body
-        job_id, fmt = str(document["id"]), str(document["results_format"])
-        link = self._link(job_id, LINK_PREFIX + file_name(job_id, fmt), fmt)
+        job_id, fmt, tenant = str(document["id"]), str(document["results_format"]), document.get("tenant")
+        if tenant is not None and not (isinstance(tenant, str) and TENANT_NAME.fullmatch(tenant)):
+            return body   # not an envelope the relay wrote
+        link = self._link(job_id, link_name(job_id, fmt, tenant), fmt)
         document["results_url"], document["results_expires_at"] = link.url, envelope.iso(link.expires_at)
         return dumps(document)
 
@@ -197,13 +205,13 @@ def render_or_link(request: HuntRequest, stream: RowStream, clock: Callable[[], 
                    links: ResultLinks) -> Rendered:
     head = envelope.head(request, "succeeded")
     if request.format == "json":
-        spill = SpillingWriter(limit, lambda: links.writer(request.id, "json"))
+        spill = SpillingWriter(limit, lambda: links.writer(request.id, "json", request.tenant))
         summary = render(spill, "json", head, stream, clock)
         if spill.blob is None:
             return Rendered(head, summary, spill.inline(), None)
         writer = spill.blob
     else:
-        writer = links.writer(request.id, request.format)
+        writer = links.writer(request.id, request.format, request.tenant)
         summary = render(writer, request.format, head, stream, clock)
     return Rendered(head, summary, None, links.publish(writer, request.format, head, summary))
 

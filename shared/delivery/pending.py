@@ -71,7 +71,7 @@ class PendingDeliveries:
         self._container = container
 
     def location(self, request: HuntRequest) -> str:
-        return f"{self._container.container_name}/{pending_delivery_name(request.id)}"
+        return f"{self._container.container_name}/{pending_delivery_name(request.id, request.tenant)}"
 
     def keep(self, request: HuntRequest, body: bytes, rows: int | None, *, over_waiting: bool = True) -> str:
         """Stores the body: create-only, or over an earlier render of the same request (not with
@@ -81,7 +81,7 @@ class PendingDeliveries:
         metadata = {_DESTINATION_KEY: destination_digest(request), _REQUEST_KEY: request.digest()}
         if rows is not None:
             metadata[_ROWS_KEY] = str(rows)
-        blob = self._container.get_blob_client(pending_delivery_name(request.id))
+        blob = self._container.get_blob_client(pending_delivery_name(request.id, request.tenant))
         settings = ContentSettings(content_type="application/json")
         for _ in range(3):   # each round: create, or replace what was read unless it changed meanwhile
             try:
@@ -115,7 +115,8 @@ class PendingDeliveries:
         unusable = Unusable(f"no stored delivery for job {request.id} and this destination at "
                             f"{self.location(request)}: it was deleted (or expired) before it could be sent")
         try:
-            download = self._container.get_blob_client(pending_delivery_name(request.id)).download_blob()
+            name = pending_delivery_name(request.id, request.tenant)
+            download = self._container.get_blob_client(name).download_blob()
             body = download.readall()
         except ResourceNotFoundError:
             return unusable
@@ -133,7 +134,7 @@ class PendingDeliveries:
         delivery stands, and a copy handled again sends it once more under the same webhook-id."""
         metadata = {_DESTINATION_KEY: destination_digest(request), _SENT_KEY: at.isoformat()}
         try:
-            self._container.get_blob_client(pending_delivery_name(request.id)).upload_blob(
+            self._container.get_blob_client(pending_delivery_name(request.id, request.tenant)).upload_blob(
                 b"", overwrite=True, metadata=metadata)
         except AzureError as error:
             logger.warning("hunt %s: could not clear the delivered body at %s (%s)", request.id,

@@ -60,7 +60,7 @@ class QueueDestination:
                             f"letters, digits, -), got {queue!r}")
         return cls(name, queue)
 
-    def build(self, parts: DeliveryParts, *, inline: bool) -> QueueSink:
+    def build(self, parts: DeliveryParts, *, inline: bool, scope: str = "") -> QueueSink:
         return QueueSink(name=self.name, queue=parts.queue(self.queue), links=parts.result_links)
 
 

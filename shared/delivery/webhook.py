@@ -67,7 +67,7 @@ class WebhookDestination:
                 secrets = parse_secret_list(f"{where}: {secret_setting}", value, problems)
         return cls(name, url, str(secret_setting) if secret_setting else None, secrets)
 
-    def build(self, parts: DeliveryParts, *, inline: bool) -> WebhookSink:
+    def build(self, parts: DeliveryParts, *, inline: bool, scope: str = "") -> WebhookSink:
         return WebhookSink(name=self.name, url=self.url, secrets=self.secrets, sender=parts.sender, inline=inline,
                            clock=parts.clock, links=parts.result_links, max_bytes=parts.settings.webhook_max_bytes)
 

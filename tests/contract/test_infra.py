@@ -428,7 +428,7 @@ def test_main_passes_each_module_only_parameters_it_declares_and_all_it_requires
             problems.append((name, sorted(passed - declared), sorted(required - passed)))
 
     assert problems == []
-    assert len(re.findall(r"^module ", main, re.MULTILINE)) == 7
+    assert len(re.findall(r"^module ", main, re.MULTILINE)) == 8
 
 
 def test_only_the_relay_s_identity_has_a_role_on_its_state_container() -> None:
@@ -438,3 +438,24 @@ def test_only_the_relay_s_identity_has_a_role_on_its_state_container() -> None:
 
     assert grants == [("blobContributor", "identityPrincipalId")]
     assert "stateContainerName" not in rbac.split("// --- the deployer")[-1]
+
+
+def test_the_multi_tenant_app_is_optional_keyless_and_trusts_only_the_relay_s_identity() -> None:
+    """HUNT_TENANTS with auth "federated": the app the relay's managed identity signs in as, in customer tenants."""
+    main = MAIN.read_text()
+    app = (INFRA / "app" / "multi-tenant-app.bicep").read_text()
+    assert re.search(r"^param enableMultiTenantApp bool = false$", main, re.MULTILINE), "off by default"
+    assert "module multiTenantApp 'app/multi-tenant-app.bicep' = if (enableMultiTenantApp) {" in main
+    assert "identityPrincipalId: identity.outputs.principalId" in main.split("module multiTenantApp")[1]
+    assert "output HUNT_MULTI_TENANT_APP_ID string = enableMultiTenantApp ? multiTenantApp.outputs.appId : ''" in main
+    assert "extension microsoftGraphV1" in app
+    assert "resource app 'Microsoft.Graph/applications@v1.0'" in app
+    assert "signInAudience: 'AzureADMultipleOrgs'" in app
+    assert "resource relayIdentity 'federatedIdentityCredentials@v1.0'" in app
+    assert "audiences: ['api://AzureADTokenExchange']" in app
+    assert "issuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'" in app
+    assert "subject: identityPrincipalId" in app
+    # the hunting role is requested by value (no hard-coded role id), and no credential but the federated one
+    assert "role.value == 'ThreatHunting.Read.All'" in app
+    assert not re.search(r"passwordCredentials|keyCredentials", app)
+    assert "HUNT_MULTI_TENANT_APP_ID" in GUIDE.read_text()

@@ -73,7 +73,7 @@ class MemoryDestination:
             refuse = 0
         return cls(name, refuse, containers=(str(spec.get("scratch", "memory-scratch")),))
 
-    def build(self, parts: DeliveryParts, *, inline: bool) -> MemorySink:
+    def build(self, parts: DeliveryParts, *, inline: bool, scope: str = "") -> MemorySink:
         return MemorySink(self.name, self.refuse)
 
 

@@ -276,7 +276,46 @@ def test_a_split_hunt_that_uses_its_invocation_s_time_goes_on_from_a_copy_withou
     outcomes = drain(relay).outcomes
 
     calls = capped_stack.sandbox.counters.calls_to("graph", 200)
-    assert [o.cause for o in outcomes] == ["split_continues"] * (calls - 1) + ["delivered"]
+    # every invocation that called the API hands on, the last one before assembling; the next assembles
+    assert [o.cause for o in outcomes] == ["split_continues"] * calls + ["delivered"]
     document = result(capped_stack, job)
     assert document["attempts"] == 1
     assert_complete(document, truth(capped_stack.sandbox, graph_timespans(capped_stack)[0] or "P30D"))
+
+
+def test_a_query_whose_rows_are_not_what_the_timespan_filters_is_refused_when_they_come_back(capped_stack):
+    relay = capped_relay(capped_stack)
+    query = "DeviceProcessEvents | extend Timestamp = datetime(2020-01-01) | project Timestamp, ReportId"
+    job = enqueue(relay, query=query, split=True, timespan="P30D")
+
+    assert [(o.status, o.error_code) for o in drain(relay).outcomes] == [("failed", "SplitRefused")]
+
+    failed = capped_stack.read_json(capped_stack.results_container, f"{job}.failed.json")
+    assert "2020-01-01" in failed["error"]["message"] and "timespan" in failed["error"]["message"]
+    assert capped_stack.sandbox.counters.calls_to("graph") == 1
+    assert part_blobs(capped_stack) == []
+
+
+def test_a_split_hunt_that_gives_up_leaves_no_parts_and_a_resend_cuts_its_own_range(capped_stack, monkeypatch):
+    monkeypatch.setattr("shared.app.split_hunts.INVOCATION_BUDGET_SECONDS", 0.0)
+    relay = capped_relay(capped_stack, HUNT_MAX_AGE="1")   # gives up at its first copy
+    enqueue(relay, id="gives-up", query=QUERY, split=True)
+
+    outcomes = drain(relay).outcomes
+
+    assert [(o.status, o.error_code) for o in outcomes][-1] == ("failed", "GaveUp")
+    assert part_blobs(capped_stack) == []
+
+
+def test_a_second_copy_of_a_split_hunt_runs_no_part_the_first_finished(capped_stack):
+    """Two copies of one message (a producer that sent it twice): the parts are shared, each is asked once."""
+    relay = capped_relay(capped_stack)
+    body = {"id": "twice", "query": QUERY, "split": True, "timespan": "P30D", "destination": "default"}
+    relay.hunt_queue.send_message(json.dumps(body))
+    relay.hunt_queue.send_message(json.dumps(body))
+
+    outcomes = drain(relay, concurrency=1).outcomes
+
+    assert sorted(o.status for o in outcomes) == ["delivered", "duplicate"]
+    asked = Counter(graph_timespans(capped_stack))
+    assert max(asked.values()) == 1

@@ -58,9 +58,9 @@ def count_gate_admissions(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> list
     assert gates is not None
     admit = gates.admit
 
-    def recording_admit(api: str):  # type: ignore[no-untyped-def]
+    def recording_admit(api: str, tenant=None):  # type: ignore[no-untyped-def]
         asked.append(api)
-        return admit(api)
+        return admit(api, tenant)
 
     monkeypatch.setattr(gates, "admit", recording_admit)
     return asked

@@ -35,7 +35,7 @@ NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 class EmptyResultClient:
-    def run(self, api: str, query: str, timespan: str | None = None) -> ResultStream:
+    def run(self, api: str, query: str, timespan: str | None = None, tenant: object = None) -> ResultStream:
         response = requests.Response()
         response.status_code = 200
         response.raw = io.BytesIO(b'{"Schema": [{"Name": "x", "Type": "Int64"}], "Results": [{"x": 1}]}')
