@@ -17,8 +17,14 @@ same invocation: with the fleet-wide quota gate (HUNT_QUOTA_WINDOWS matching the
 
 Targets with the gate: makespan <= 1.10 x minimum, 429s <= 3% of calls, 0 lost, 0 duplicates.
 
+The tenants run (issue [tenants]): one relay for three customer tenants (federated sign-in), each with its own quota
+in the sandbox and in HUNT_TENANTS. Contoso is throttled hard (a tenth of the others' quota, a fifth of their
+hunts); Fabrikam and Woodgrove have the quota above. All hunts wait on one queue, interleaved. For each tenant it
+reports its makespan over its own theoretical minimum (its hunts / its quota rate) and its 429 share, so that one
+tenant's quota is seen not to slow the others.
+
 Run: .venv/bin/python bench/quota.py [--hunts 300] [--workers 4] [--concurrency 4] [--calls-per-window 20]
-                                     [--window-seconds 10] [--mode both|gate|no-gate]
+                                     [--window-seconds 10] [--mode all|both|gate|no-gate|tenants]
 """
 
 from __future__ import annotations
@@ -137,6 +143,106 @@ def run(stack: LocalStack, mode: str, args: argparse.Namespace) -> Result:
                   answered[200] - len(delivered), len(blobs) - len(created), per_window)
 
 
+TENANTS = {"contoso": ("3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7001", 101),
+           "fabrikam": ("3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7002", 202),
+           "woodgrove": ("3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7003", 303)}
+APP = "a1b2c3d4-0000-4000-8000-00000000abcd"
+HARD = "contoso"   # the tenant throttled hard
+
+
+@dataclass(frozen=True)
+class TenantResult:
+    name: str
+    hunts: int
+    makespan: float
+    minimum: float
+    calls: int
+    throttled: int
+    delivered: int
+
+
+def run_tenants(stack: LocalStack, args: argparse.Namespace) -> list[TenantResult]:
+    from sandbox.identity import SYSTEM_IDENTITY_CLIENT_ID
+    from sandbox.tokens import object_id_for
+
+    admin = stack.api + "/_sandbox/"
+    requests.post(admin + "reset", timeout=30).raise_for_status()
+    quotas: dict[str, tuple[int, float]] = {}
+    for name, (tenant_id, seed) in TENANTS.items():
+        requests.post(admin + "tenants", json={"tenant_id": tenant_id, "seed": seed}, timeout=60).raise_for_status()
+        requests.post(admin + "apps", json={"tenant": tenant_id, "client_id": APP, "roles": ["ThreatHunting.Read.All"]},
+                      timeout=30).raise_for_status()
+        calls = max(1, args.calls_per_window // 10) if name == HARD else args.calls_per_window
+        quotas[name] = (calls, args.window_seconds)
+        requests.post(admin + "knobs", json={"tenant_quotas": {tenant_id: {
+            "calls_per_window": calls, "window_seconds": args.window_seconds}}}, timeout=30).raise_for_status()
+    requests.post(admin + "federated", json={"client_id": APP, "issuer": "https://sts.windows.net/sandbox-tenant/",
+                                             "subject": object_id_for(SYSTEM_IDENTITY_CLIENT_ID)},
+                  timeout=30).raise_for_status()
+    env = {**os.environ, **stack.relay_env("managed_identity")}
+    container = env["HUNT_RESULTS_CONTAINER"]
+    env.update(
+        AZURE_AUTHORITY_HOST=stack.authority, REQUESTS_CA_BUNDLE=stack.ca_bundle, HUNT_API="graph",
+        HUNT_DESTINATIONS=json.dumps({f"{name}-results": {"type": "blob", "container": container}
+                                      for name in TENANTS}),
+        HUNT_TENANTS=json.dumps({name: {"tenant_id": tenant_id, "auth": "federated", "client_id": APP,
+                                        "destinations": [f"{name}-results"],
+                                        "quota": f"{quotas[name][0]}/{int(quotas[name][1])}s"}
+                                 for name, (tenant_id, _) in TENANTS.items()}))
+    stack.blobs().create_container(container)
+    queue = stack.queue(env["HUNT_QUEUE"])
+    queue.create_queue()
+    counts = {name: max(1, args.hunts // 15) if name == HARD else args.hunts // 3 for name in TENANTS}
+    order = [name for n in range(max(counts.values())) for name in TENANTS if n < counts[name]]
+    for n, name in enumerate(order):
+        queue.send_message(json.dumps({"id": f"{name}-{n:04d}", "tenant": name, "query": QUERY}))
+    total = sum(counts.values())
+    started = time.time()
+    logs = Path(tempfile.mkdtemp(prefix="bench-quota-tenants-"))
+    workers = []
+    for n in range(args.workers):
+        with (logs / f"worker-{n}.log").open("wb") as log:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "shared", "worker", "--concurrency", str(args.concurrency)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and len(stack.blob_names(container)) < total:
+            time.sleep(0.5)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+    print(f"  (tenants: worker logs in {logs})", file=sys.stderr)
+    created = {b.name: b.creation_time for b in stack.blobs().get_container_client(container).list_blobs()}
+    counters = requests.get(admin + "state", timeout=30).json()["counters"]
+    results = []
+    for name, (tenant_id, _) in TENANTS.items():
+        mine = [t for blob, t in created.items() if blob.startswith(f"tenants/{name}/") and
+                not blob.endswith(".failed.json")]
+        finished = max(mine).timestamp() if mine else time.time()
+        calls, seconds = quotas[name]
+        results.append(TenantResult(name, counts[name], finished - started, counts[name] / (calls / seconds),
+                                    counters["tenant_calls"].get(f"graph {tenant_id}", 0),
+                                    counters["tenant_throttled"].get(f"graph {tenant_id}", 0), len(mine)))
+    return results
+
+
+def report_tenants(results: list[TenantResult], args: argparse.Namespace) -> None:
+    print(f"tenants: one relay, {len(results)} tenants, {args.workers} worker processes x {args.concurrency}")
+    for r in results:
+        share = r.throttled / r.calls if r.calls else 0.0
+        print(f"  {r.name:<10} {r.hunts:>4} hunts, quota {'hard: ' if r.name == HARD else ''}"
+              f"{r.hunts / r.minimum * args.window_seconds:.0f} per {args.window_seconds:g} s: makespan "
+              f"{r.makespan:6.1f} s over its minimum {r.minimum:5.1f} s = {r.makespan / r.minimum:.2f} x; "
+              f"429s {r.throttled}/{r.calls} ({share:.1%}); delivered {r.delivered}")
+
+
 def report(result: Result, args: argparse.Namespace) -> None:
     print(f"{result.mode}: {result.hunts} hunts, makespan {result.makespan:.1f} s, minimum {result.minimum:.0f} s "
           f"-> {result.ratio:.2f} x minimum (best possible with aligned windows {result.ideal:.1f} s, "
@@ -159,15 +265,18 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--calls-per-window", type=int, default=20)
     parser.add_argument("--window-seconds", type=float, default=10.0)
-    parser.add_argument("--mode", choices=("both", "gate", "no-gate"), default="both")
+    parser.add_argument("--mode", choices=("all", "both", "gate", "no-gate", "tenants"), default="all")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up on a run after this many seconds")
     args = parser.parse_args()
-    modes = ("gate", "no-gate") if args.mode == "both" else (args.mode,)
+    modes = {"all": ("gate", "no-gate", "tenants"), "both": ("gate", "no-gate")}.get(args.mode, (args.mode,))
     print(f"{datetime.now():%Y-%m-%d %H:%M}: {args.hunts} hunts, {args.workers} worker processes x "
           f"{args.concurrency}, quota {args.calls_per_window} calls per {args.window_seconds:g} s window")
     with LocalStack(calls_per_window=args.calls_per_window, window_seconds=args.window_seconds) as stack:
         for mode in modes:
-            report(run(stack, mode, args), args)
+            if mode == "tenants":
+                report_tenants(run_tenants(stack, args), args)
+            else:
+                report(run(stack, mode, args), args)
     return 0
 
 

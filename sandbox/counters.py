@@ -27,6 +27,7 @@ class Counters:
     request_bodies: list[RecordedBody] = field(default_factory=list)      # hunting and directory calls
     connections_accepted: int = 0                                         # on the http port
     tenant_calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, the token's tid) -> calls
+    tenant_throttled: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, tid) -> 429s
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_call(self, endpoint: str, status: int) -> None:
@@ -39,6 +40,10 @@ class Counters:
         """An authorized hunting call, by the tenant its token carried (`tid`)."""
         with self._lock:
             self.tenant_calls[(endpoint, tenant)] += 1
+
+    def count_tenant_throttle(self, endpoint: str, tenant: str) -> None:
+        with self._lock:
+            self.tenant_throttled[(endpoint, tenant)] += 1
 
     def calls_by_tenant(self, endpoint: str | None = None) -> dict[str, int]:
         with self._lock:
@@ -75,6 +80,7 @@ class Counters:
             self.calls.clear()
             self.tokens_issued.clear()
             self.tenant_calls.clear()
+            self.tenant_throttled.clear()
             self.throttled = 0
             self.request_bodies.clear()
             self.connections_accepted = 0
@@ -91,4 +97,6 @@ class Counters:
                 "request_bodies": [{"endpoint": b.endpoint, "body": b.text} for b in self.request_bodies],
                 "connections_accepted": self.connections_accepted,
                 "tenant_calls": {f"{api} {tenant}": n for (api, tenant), n in sorted(self.tenant_calls.items())},
+                "tenant_throttled": {f"{api} {tenant}": n
+                                     for (api, tenant), n in sorted(self.tenant_throttled.items())},
             }

@@ -149,6 +149,7 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
     quota = knobs.quota_for(tenant)
     throttle = sandbox.quota.admit(tenant, now, quota)
     if throttle is not None:
+        sandbox.counters.count_tenant_throttle(api, tenant)
         target = str(uuid.uuid4())
         headers, body = throttle_reply(throttle, api, quota, target, now)
         return Reply(429, body, headers)

@@ -217,3 +217,23 @@ def test_the_home_tenant_works_unchanged_without_hunt_tenants(relay_stack: Relay
 
     assert (outcomes["home-1"].status, outcomes["home-2"].status) == ("delivered", "rejected")
     assert "tenant" not in relay_stack.read_json(relay_stack.results_container, "home-1.json")
+
+
+def test_a_tenant_s_result_links_and_kept_deliveries_live_under_its_scope(tenancy: Tenancy):
+    tenancy.receiver.replies = [503]   # the first delivery is kept for a delivery-only retry
+    relay = tenancy.stack.make(
+        HUNT_API="graph", HUNT_DESTINATIONS=json.dumps(tenancy.destinations()),
+        HUNT_TENANTS=json.dumps(tenancy.tenants()), WOODGROVE_SECRET=WOODGROVE_SECRET,
+        AZURE_AUTHORITY_HOST=tenancy.stack.sandbox.authority, HUNT_WEBHOOK_MAX_BYTES="1000")
+    job = enqueue(relay, "contoso", destination="contoso-hook",
+                  query="DeviceProcessEvents | project ReportId, ProcessCommandLine | take 200")
+
+    causes = [o.cause for o in drain(relay).outcomes]
+
+    assert causes == ["delivery_retry", "delivered"]
+    [envelope] = [e for e in tenancy.hooked("contoso") if e["id"] == job][-1:]
+    assert envelope["tenant"] == "contoso"
+    assert f"/{tenancy.stack.results_container}/tenants/contoso/links/{job}.json?" in envelope["results_url"]
+    kept = [b for b in tenancy.stack.results() if "pending" in b]
+    assert kept == [f"tenants/contoso/pending/{job}.delivery.json"]
+    assert all(name.startswith("tenants/contoso/") for name in tenancy.stack.results())
