@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared.app.functions import handle_hunt_message, handle_poison_message
+from shared.app.functions import handle_http, handle_hunt_message, handle_poison_message
 
 app = func.FunctionApp()
 
@@ -15,3 +15,15 @@ def run_hunt(message: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="message", queue_name="%HUNT_QUEUE%-poison", connection="AzureWebJobsStorage")
 def persist_poison(message: func.QueueMessage) -> None:
     handle_poison_message(message.get_body(), message_id=message.id, dequeue_count=message.dequeue_count)
+
+
+# The HTTP front door (shared.app.http_api): submit, status, result, cancel, with the async request-reply pattern.
+# Function keys by default (the host checks them); HUNT_API_KEYS adds the relay's own keys, mapped to tenants.
+@app.route(route="hunts", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+def hunts(req: func.HttpRequest) -> func.HttpResponse:
+    return handle_http(req)
+
+
+@app.route(route="hunts/{job_id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def hunt(req: func.HttpRequest) -> func.HttpResponse:
+    return handle_http(req)

@@ -99,6 +99,7 @@ param queueName string = 'hunts'
 param resultsContainerName string = 'hunt-results'
 param deadLetterContainerName string = 'hunt-deadletter'
 param gateTableName string = 'huntquotagate'
+param jobsTableName string = 'huntjobs'
 
 // The hunting APIs' resource apps and their application roles (shared/core/apis.py); roles are looked up by value.
 var huntingApis = {
@@ -154,7 +155,7 @@ module storage 'app/storage.bicep' = {
     tags: tags
     queueNames: union(queueNames, destinationQueueNames)
     containerNames: union(hostContainerNames, dataContainerNames, [stateContainerName])
-    tableNames: [gateTableName]
+    tableNames: [gateTableName, jobsTableName]
     retention: union(
       resultRetentionDays > 0 ? [{ container: resultsContainerName, days: resultRetentionDays }] : [],
       deadLetterRetentionDays > 0 ? [{ container: deadLetterContainerName, days: deadLetterRetentionDays }] : []
@@ -197,6 +198,7 @@ module rbac 'app/rbac.bicep' = {
     dataContainerNames: dataContainerNames
     stateContainerName: stateContainerName
     gateTableName: gateTableName
+    jobsTableName: jobsTableName
     hostStorageRoleScope: hostStorageRoleScope
     enableResultLinks: enableResultLinks
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -226,6 +228,7 @@ module functionApp 'app/function-app.bicep' = {
     resultsContainerName: resultsContainerName
     deadLetterContainerName: deadLetterContainerName
     gateTableName: gateTableName
+    jobsTableName: jobsTableName
     huntApi: huntApi
     huntCloud: huntCloud
     apiBaseUrl: apiBaseUrl

@@ -18,6 +18,7 @@ param queueName string
 param resultsContainerName string
 param deadLetterContainerName string
 param gateTableName string
+param jobsTableName string
 param huntApi string
 param huntCloud string
 param apiBaseUrl string = ''
@@ -145,6 +146,7 @@ var relaySettings = {
   HUNT_ALLOW_RAW_QUERIES: string(allowRawQueries)
   HUNT_QUOTA_GATE: 'true'
   HUNT_GATE_TABLE: gateTableName
+  HUNT_JOBS_TABLE: jobsTableName
   HUNT_CALLS_PER_MINUTE: string(callsPerMinute)
   HUNT_CALLS_PER_HOUR: string(callsPerHour)
 }

@@ -23,6 +23,7 @@ param dataContainerNames array
 @description('The relay\'s own state (its message key): only the relay\'s identity gets a role on it.')
 param stateContainerName string
 param gateTableName string
+param jobsTableName string
 param applicationInsightsName string
 
 @allowed(['containers', 'account'])
@@ -103,6 +104,11 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 resource gateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
   parent: tableService
   name: gateTableName
+}
+
+resource jobsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: jobsTableName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -222,6 +228,17 @@ resource delegatorGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
 resource gateTableGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(gateTable.id, identityPrincipalId, roles.tableContributor)
   scope: gateTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableContributor)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Table Data Contributor: the job ledger (every hunt's state; the HTTP API reads it).
+resource jobsTableGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(jobsTable.id, identityPrincipalId, roles.tableContributor)
+  scope: jobsTable
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableContributor)
     principalId: identityPrincipalId

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 
-from shared.app import grant_permission, tenant_commands
+from shared.app import grant_permission, job_commands, tenant_commands
 from shared.app.config import load_settings
 from shared.core.apis import API_NAMES
 from shared.core.errors import HuntRelayError
@@ -34,6 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=4, help="hunts run at once (default 4)")
     worker.add_argument("--lease-seconds", type=int, default=60,
                         help="how long a message stays invisible between lease renewals (default 60)")
+    worker.add_argument("--serve", action="store_true", help="also serve the HTTP API (shared.app.http_server)")
+    worker.add_argument("--port", type=int, default=8080, help="with --serve: the API's port (default 8080)")
+    serve = commands.add_parser("serve", help="serve the HTTP API (no worker)")
+    serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    for name, text in (("status", "a hunt's state, from the job ledger"),
+                       ("wait", "wait until a hunt is finished, reading the job ledger")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("id", help="the job id")
+        command.add_argument("--tenant", help="the hunt's tenant (with HUNT_TENANTS)")
+        if name == "wait":
+            command.add_argument("--timeout", default="10m", help="give up after this long (default 10m)")
     grant = commands.add_parser("grant-permission",
                                 help="grant a hunting API's application role to an identity through Microsoft Graph")
     grant_permission.configure_parser(grant)
@@ -97,6 +109,12 @@ def _worker(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(settings.log_level)
     relay = Relay(settings)
     relay.ensure_resources()
+    server = None
+    if args.serve:
+        from shared.app.http_api import HuntApi
+        from shared.app.http_server import ApiServer
+
+        server = ApiServer(HuntApi(relay), port=args.port).start()
     hunts = PortableWorker(
         relay.hunt_queue, relay.poison_queue,
         lambda raw, message_id, count: relay.handle(raw, message_id=message_id, dequeue_count=count),
@@ -122,8 +140,28 @@ def _worker(args: argparse.Namespace) -> int:
             stop.set()
             stats = hunts.stats
         poison_thread.join(10)
+    if server is not None:
+        server.stop()
     logging.getLogger(__name__).info("worker stopped: %s processed, %s poisoned, %s dead-lettered from poison",
                                      stats.processed, stats.poisoned, poison.stats.processed)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shared.app.http_api import HuntApi
+    from shared.app.http_server import ApiServer
+    from shared.app.relay import Relay
+
+    settings = load_settings(os.environ)
+    logging.getLogger().setLevel(settings.log_level)
+    relay = Relay(settings)
+    relay.ensure_resources()
+    server = ApiServer(HuntApi(relay), host=args.host, port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
     return 0
 
 
@@ -139,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return grant_permission.run(args)
         if args.command == "check-tenant":
             return tenant_commands.run_check(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command in ("status", "wait"):
+            return job_commands.run(args)
     except HuntRelayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import azure.functions as func
 
 from shared.app.config import load_settings
 from shared.app.relay import Relay
 from shared.core.outcome import Outcome
+
+if TYPE_CHECKING:
+    from shared.app.http_api import HuntApi
 
 
 @functools.cache
@@ -23,3 +30,21 @@ def handle_hunt_message(body: bytes, *, message_id: str | None, dequeue_count: i
 
 def handle_poison_message(body: bytes, *, message_id: str | None, dequeue_count: int | None) -> Outcome:
     return relay().handle_poison(body, message_id=message_id or "unknown", dequeue_count=dequeue_count)
+
+
+@functools.cache
+def http_api() -> HuntApi:
+    from shared.app.http_api import HuntApi
+
+    return HuntApi(relay(), host_checked=True)   # function-level auth: the host checked the key
+
+
+def handle_http(req: func.HttpRequest) -> func.HttpResponse:
+    """A Functions HTTP request through the front door's handlers, and back."""
+    from shared.app.http_api import HttpRequest
+
+    parts = urlsplit(req.url)
+    response = http_api().handle(HttpRequest(
+        req.method.upper(), parts.path, dict(req.params), dict(req.headers), req.get_body() or b"",
+        base_url=f"{parts.scheme}://{parts.netloc}"))
+    return func.HttpResponse(response.body, status_code=response.status, headers=response.headers)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -33,7 +34,7 @@ from shared.app.split_hunts import Continue, PartBroken, PartRefused, SplitHunts
 from shared.core.apis import APIS
 from shared.core.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.core.errors import DeliveryRefused, InvalidHuntRequest, PendingConflict, StreamBroken
-from shared.core.hunt_request import HuntRequest, decode_hunt_request
+from shared.core.hunt_request import HuntRequest, decode_hunt_request, message_json
 from shared.core.outcome import Cause, MessageInfo, Outcome
 from shared.core.quota import Admit, Wait
 from shared.core.relay_mark import MessageMark
@@ -76,6 +77,12 @@ class Runner(Protocol):
             tenant: TenantConfig | None = None) -> ApiResult: ...
 
 
+class Jobs(Protocol):
+    """The job ledger (shared.adapters.job_ledger): told each hunt begins; False when it was cancelled."""
+
+    def begin(self, request: HuntRequest) -> bool: ...
+
+
 class Retired(Protocol):
     """Which legacy APIs the fleet has seen answer as retired (shared.adapters.retirements)."""
 
@@ -89,8 +96,9 @@ class HuntProcessor:
                  render_template: Callable[[str, dict[str, Any]], str] | None,
                  clock: Callable[[], datetime], rand: Callable[[], float], mark: MessageMark | None = None,
                  pending: PendingDeliveries | None = None, retired: Retired | None = None,
-                 split_parts: SplitParts | None = None) -> None:
+                 split_parts: SplitParts | None = None, jobs: Jobs | None = None) -> None:
         self._settings = settings
+        self._jobs = jobs
         self._splits = SplitHunts(split_parts, self._call, row_cap=settings.row_cap,
                                   split_min_seconds=settings.split_min_seconds,
                                   max_parts=settings.split_max_parts) if split_parts is not None else None
@@ -115,6 +123,11 @@ class HuntProcessor:
             message.raw, message_id=message.message_id, default_api=self._settings.api, now=self._clock(),
             mark=self._mark, default_tenant=self._settings.default_tenant,
             tenant_apis={name: t.api for name, t in self._settings.tenants.items() if t.api is not None})
+        self.check_tenant(request)
+        return request
+
+    def check_tenant(self, request: HuntRequest) -> None:
+        """InvalidHuntRequest when the hunt's tenant is not one of the relay's (or it needs one and has none)."""
         tenants = self._settings.tenants
         if request.tenant is None and tenants:
             raise InvalidHuntRequest("tenant", f"is required: this relay hunts in the tenants {', '.join(tenants)} "
@@ -123,7 +136,6 @@ class HuntProcessor:
             raise InvalidHuntRequest("tenant", f"unknown tenant {request.tenant!r}: " + (
                 f"this relay's tenants are {', '.join(tenants)}" if tenants else
                 "this relay has no HUNT_TENANTS; send the hunt without 'tenant'"))
-        return request
 
     def _tenant(self, request: HuntRequest) -> TenantConfig | None:
         return None if request.tenant is None else self._settings.tenants[request.tenant]
@@ -142,11 +154,20 @@ class HuntProcessor:
         return value if isinstance(value, str) and value in self._settings.tenants else None
 
     def process(self, message: MessageInfo) -> Outcome:
+        outcome = self._process(message)
+        if outcome.tenant is None and self._settings.tenants:
+            return replace(outcome, tenant=self._tenant_named(_tenant_field(message.raw)))
+        return outcome
+
+    def _process(self, message: MessageInfo) -> Outcome:
         try:
             request = self._decode(message)
         except InvalidHuntRequest as error:
             return self._end.reject(message, error, self._target, self._sink_for, tenant_of=self._tenant_named)
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
+        if self._jobs is not None and not self._jobs.begin(request):
+            logger.info("hunt %s: cancelled before it ran; completing the message", request.id)
+            return Outcome(request.id, Cause.CANCELLED, "cancelled before it ran", request.api, tenant=request.tenant)
         if request.dropped:
             logger.warning("hunt %s: the message set relay-kept fields without the relay's mark (%s); they were "
                            "dropped and the hunt runs as a fresh one", request.id, ", ".join(request.dropped))
@@ -191,6 +212,22 @@ class HuntProcessor:
             return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
         finally:
             reply.close()
+
+    def process_poison(self, message: MessageInfo) -> Outcome:
+        """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it.
+        Only a storage failure escapes: whatever else goes wrong, the raw bytes are recorded and the message is
+        complete (a poison handler that raised would meet the same message again, forever)."""
+        try:
+            outcome = self._process_poison(message)
+        except AzureError:
+            raise
+        except Exception as error:
+            logger.error("message %s: the poison handler failed (%s); recording the raw message", message.message_id,
+                         type(error).__name__)
+            outcome = self._end.unreadable(message, type(error).__name__)
+        if outcome.tenant is None and self._settings.tenants:
+            return replace(outcome, tenant=self._tenant_named(_tenant_field(message.raw)))
+        return outcome
 
     def _split_hunt(self, job: Job, ran: HuntRequest, query: str) -> Outcome:
         """A hunt with `split`: its parts run (shared.app.split_hunts), then one result is delivered."""
@@ -261,19 +298,6 @@ class HuntProcessor:
         logger.warning("hunt %s: the %s API answered as retired (HTTP %s); running it on Microsoft Graph", ran.id,
                        ran.api, reply.status)
         return True
-
-    def process_poison(self, message: MessageInfo) -> Outcome:
-        """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it.
-        Only a storage failure escapes: whatever else goes wrong, the raw bytes are recorded and the message is
-        complete (a poison handler that raised would meet the same message again, forever)."""
-        try:
-            return self._process_poison(message)
-        except AzureError:
-            raise
-        except Exception as error:
-            logger.error("message %s: the poison handler failed (%s); recording the raw message", message.message_id,
-                         type(error).__name__)
-            return self._end.unreadable(message, type(error).__name__)
 
     def _process_poison(self, message: MessageInfo) -> Outcome:
         try:
@@ -388,3 +412,11 @@ class HuntProcessor:
             return None
         return (f"the undelivered result is kept at {self._pending.location(request)}; fix the destination, "
                 "then deliver it from there or send the hunt again")
+
+
+def _tenant_field(raw: bytes) -> object:
+    """The message's `tenant` value, best effort (None when the message is not a JSON object or has none)."""
+    try:
+        return message_json(raw).get("tenant")
+    except InvalidHuntRequest:
+        return None

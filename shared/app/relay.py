@@ -23,6 +23,7 @@ from shared.adapters.credentials import TenantCredentials
 from shared.adapters.dead_letters import DeadLetters
 from shared.adapters.http_session import pooled_session
 from shared.adapters.hunting_client import HuntingClient
+from shared.adapters.job_ledger import JobLedger, LedgerObserver
 from shared.adapters.message_keys import LazyRelayMark
 from shared.adapters.outbound import SafeSender
 from shared.adapters.quota_table import QuotaGates
@@ -71,6 +72,13 @@ class Relay:
                                         else DEFAULT_TEMPLATES_DIR)
         self.gates = QuotaGates(table_service(settings, self.session).get_table_client(settings.gate_table),
                                 settings, clock=clock, rand=rand) if settings.quota_gate else None
+        # The job ledger: every hunt's state (shared.adapters.job_ledger), written by an observer and by the
+        # processor as a hunt begins (which is also where a cancelled hunt stops).
+        self.jobs = JobLedger(table_service(settings, self.session).get_table_client(settings.jobs_table),
+                              clock=clock, retention_seconds=settings.job_retention_seconds) \
+            if settings.job_ledger else None
+        if self.jobs is not None:
+            self.observers.insert(0, LedgerObserver(self.jobs, clock))
         # Marks the relay's own queue copies (shared.core.relay_mark); the stored key is read at the first hunt.
         self.mark = LazyRelayMark(settings.message_keys, self.container(settings.state_container))
         self.processor = HuntProcessor(
@@ -80,6 +88,7 @@ class Relay:
             retired=Retirements(self.container(settings.state_container)),
             split_parts=SplitParts(self.container(settings.results_container), clock=clock,
                                    max_age_seconds=settings.max_age_seconds),
+            jobs=self.jobs,
         )
 
     def ensure_resources(self) -> None:
@@ -95,6 +104,8 @@ class Relay:
             create_if_missing(self.container(name).create_container, f"container {name}")
         if self.gates is not None:
             self.gates.ensure_table()
+        if self.jobs is not None:
+            self.jobs.ensure_table()
 
     def sink_for(self, target: Target) -> Sink:
         return target.destination.build(self, inline=target.inline, scope=target.scope)

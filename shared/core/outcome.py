@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-Status = Literal["delivered", "failed", "requeued", "rejected", "duplicate"]
+Status = Literal["delivered", "failed", "requeued", "rejected", "duplicate", "cancelled"]
 
 
 class Cause(StrEnum):
@@ -33,6 +33,7 @@ class Cause(StrEnum):
     GATE_WAIT = "gate_wait"
     DELIVERY_RETRY = "delivery_retry"
     SPLIT_CONTINUES = "split_continues"
+    CANCELLED = "cancelled"
     FAILED = "failed"
     POISON = "poison"
     REJECTED = "rejected"
@@ -41,7 +42,7 @@ class Cause(StrEnum):
 _STATUS: dict[Cause, Status] = {
     Cause.DELIVERED: "delivered", Cause.DUPLICATE: "duplicate", Cause.THROTTLED: "requeued",
     Cause.TRANSIENT: "requeued", Cause.GATE_WAIT: "requeued", Cause.DELIVERY_RETRY: "requeued",
-    Cause.SPLIT_CONTINUES: "requeued",
+    Cause.SPLIT_CONTINUES: "requeued", Cause.CANCELLED: "cancelled",
     Cause.FAILED: "failed", Cause.POISON: "failed", Cause.REJECTED: "rejected",
 }
 
@@ -65,6 +66,7 @@ class Outcome:
     location: str | None = None     # where the result (or the failure envelope) went
     delay: float | None = None      # how long a requeued copy waits
     error_code: str | None = None   # failed, poison, rejected: the code in the dead-letter record
+    tenant: str | None = None       # the customer tenant of the hunt (shared.core.tenants), when it has one
 
     @property
     def status(self) -> Status:

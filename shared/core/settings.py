@@ -90,6 +90,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUNT_SPLIT_MIN", "1m", "The shortest part a split hunt's time range is cut into (e.g. 30s, 1m, 1h)"),
     Setting("HUNT_SPLIT_MAX_PARTS", "1000", "The most parts one split hunt is cut into; a part still at a cap then "
             "is delivered as it came, flagged truncated"),
+    Setting("HUNT_JOB_LEDGER", "true", "Keep a job ledger: every hunt's state in a table (the HTTP API and "
+            "`status`/`wait` read it)"),
+    Setting("HUNT_JOBS_TABLE", "huntjobs", "Storage table of the job ledger"),
+    Setting("HUNT_JOB_RETENTION", "7d", "How long the ledger keeps a job after its last update (e.g. 1d, 7d)"),
+    Setting("HUNT_API_KEYS", None, "The HTTP API's keys: names of the settings that hold them, space-separated; with "
+            "HUNT_TENANTS each as NAME:tenant1,tenant2 (or NAME:* for all)"),
+    Setting("HUNT_API_INLINE_MAX_BYTES", "1000000", "The largest result GET /api/hunts/{id} returns inline; a "
+            "bigger one comes as results_url"),
     Setting("HUNT_LOG_LEVEL", "INFO", "The portable worker's log level (DEBUG, INFO, WARNING, ERROR)"),
     Setting("HUNT_WEBHOOK_MAX_BYTES", "1000000", "The largest JSON envelope a webhook receives whole; a bigger result "
             "goes to a blob and the webhook gets a link to it (results_url)"),
@@ -178,6 +186,11 @@ class Settings:
     row_cap: int = 100_000
     split_min_seconds: float = 60.0
     split_max_parts: int = 1000
+    job_ledger: bool = True
+    jobs_table: str = "huntjobs"
+    job_retention_seconds: float = 7 * 86400
+    api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
+    api_inline_max_bytes: int = 1_000_000
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)   # empty: the home tenant only
     default_tenant: str | None = None
 
@@ -340,6 +353,11 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
         link_lifetime_seconds=read.duration("HUNT_LINK_LIFETIME", 1, 7 * 86400,
                                             " (a user delegation key lasts at most 7 days)"),
         log_level=log_level, row_cap=read.positive_int("HUNT_ROW_CAP"), tenants=tenants,
+        job_ledger=read.boolean("HUNT_JOB_LEDGER"),
+        jobs_table=read.name("HUNT_JOBS_TABLE", re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}"),
+                             "table name (3-63 letters and digits)"),
+        job_retention_seconds=read.duration("HUNT_JOB_RETENTION", 60, 365 * 86400),
+        api_keys=_api_keys(read, tenants), api_inline_max_bytes=read.positive_int("HUNT_API_INLINE_MAX_BYTES"),
         default_tenant=default_tenant,
         split_min_seconds=read.duration("HUNT_SPLIT_MIN", 0.001, 30 * 86400, " (a part of the 30-day data window)"),
         split_max_parts=read.positive_int("HUNT_SPLIT_MAX_PARTS"),
@@ -370,6 +388,44 @@ def _quota_windows(read: _Reader) -> tuple[tuple[int, int], ...]:
     except ValueError as error:
         read.problems.append(f"HUNT_QUOTA_WINDOWS: {error}")
         return ()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One key of the HTTP API, and the tenants it may act for (None: every tenant, or the home tenant)."""
+
+    setting: str
+    value: str = field(repr=False)
+    tenants: frozenset[str] | None = None
+
+
+def _api_keys(read: _Reader, tenants: Mapping[str, TenantConfig]) -> tuple[ApiKey, ...]:
+    text = read.get("HUNT_API_KEYS")
+    if not text:
+        return ()
+    keys = []
+    for entry in text.split():
+        name, _, scope = entry.partition(":")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+            read.problems.append(f"HUNT_API_KEYS: {entry!r} is not a setting name (NAME, or NAME:tenant1,tenant2)")
+            continue
+        value = read.raw(name)
+        if not value or len(value) < 16:
+            read.problems.append(f"HUNT_API_KEYS: the setting {name} must hold a key of at least 16 characters")
+            continue
+        allowed: frozenset[str] | None = None
+        if tenants and scope != "*":
+            allowed = frozenset(t for t in scope.split(",") if t)
+            unknown = sorted(allowed - set(tenants))
+            if not allowed or unknown:
+                read.problems.append(f"HUNT_API_KEYS: {name} must name the tenants it may act for ({name}:tenant1,"
+                                     f"tenant2 or {name}:*)" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+                continue
+        elif not tenants and scope:
+            read.problems.append(f"HUNT_API_KEYS: {name}:{scope} names tenants, but HUNT_TENANTS is not set")
+            continue
+        keys.append(ApiKey(name, value, allowed))
+    return tuple(keys)
 
 
 def _tenants(read: _Reader, destinations: Mapping[str, DestinationConfig]) -> dict[str, TenantConfig]:

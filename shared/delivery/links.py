@@ -145,6 +145,15 @@ class ResultLinks:
             logger.info("hunt %s: %s already existed; linking the first result", head["id"], writer.name)
         return self._link(str(head["id"]), writer.name, fmt)
 
+    def link_to(self, container: ContainerClient, name: str) -> tuple[str, str] | None:
+        """A read-only link to any blob of the relay's (a stored result the HTTP API hands out), and when it
+        expires; None when no link can be signed."""
+        if self._signer is None:
+            return None
+        expires_at = self._clock() + self._lifetime
+        sas = self._signer.sas(container.container_name, name, expires_at)
+        return container.get_blob_client(name).url + "?" + sas, envelope.iso(expires_at)
+
     def renewed(self, body: bytes) -> bytes:
         """A kept envelope that carries `results_url`, with a fresh link: a delivery-only retry may come after the
         first link expired (HUNT_LINK_LIFETIME is shorter than HUNT_MAX_AGE by default). Any other body, as is."""

@@ -149,11 +149,12 @@ def test_the_template_creates_the_queues_containers_and_table_the_code_uses() ->
     assert "union([resultsContainerName, deadLetterContainerName], blobDestinationContainers)" in main
     assert "containerNames: union(hostContainerNames, dataContainerNames, [stateContainerName])" in main
     assert f"var stateContainerName = '{code_default('HUNT_STATE_CONTAINER')}'" in main
-    assert "tableNames: [gateTableName]" in main
+    assert "tableNames: [gateTableName, jobsTableName]" in main
     defaults = bicep_param_defaults(MAIN)
     assert (defaults["queueName"], defaults["resultsContainerName"], defaults["deadLetterContainerName"],
-            defaults["gateTableName"]) == (code_default("HUNT_QUEUE"), code_default("HUNT_RESULTS_CONTAINER"),
-                                           code_default("HUNT_DEADLETTER_CONTAINER"), code_default("HUNT_GATE_TABLE"))
+            defaults["gateTableName"], defaults["jobsTableName"]) == (
+        code_default("HUNT_QUEUE"), code_default("HUNT_RESULTS_CONTAINER"), code_default("HUNT_DEADLETTER_CONTAINER"),
+        code_default("HUNT_GATE_TABLE"), code_default("HUNT_JOBS_TABLE"))
 
 
 def test_webhook_secret_settings_from_the_destinations_file_become_key_vault_references() -> None:

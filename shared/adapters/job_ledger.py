@@ -1,0 +1,254 @@
+"""The job ledger: one table entity per job (HUNT_JOBS_TABLE), updated at every transition of every hunt, however it
+arrived (shared.core.job_states has the states).
+
+    PartitionKey  the hunt's tenant (`_home` for the home tenant), RowKey its job id
+    status, updated_at, submitted_at, next_attempt_at, location, error_code, api, attempts,
+    request_sha256 (HuntRequest.digest: what makes a re-submission the same hunt), expires_at
+
+Writers:
+    submit(request)        the HTTP front door: create-only "queued"; an existing entity is returned instead
+    begin(request)         the processor, before anything else: "running", written with If-Match on what it read,
+                           so that a cancel in between is never overwritten; False when the hunt was cancelled
+    cancel(tenant, id)     a queued hunt only, with If-Match: "cancelled"
+    the observer           (LedgerObserver) after every handled message: the outcome's state, one merge write
+
+An entity is kept for HUNT_JOB_RETENTION after its last update (`expires_at`): readers treat an expired entity as
+gone, and a sweep deletes them now and then (one writer in a hundred sweeps its partition). The ledger never holds
+query text, rows or secrets: ids, states, times, locations and error codes only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.adapters.storage import create_if_missing
+from shared.core.hunt_request import HuntRequest
+from shared.core.job_states import FINISHED, HOME_PARTITION, JobState, partition_of, state_of
+from shared.core.outcome import MessageInfo, Outcome
+
+logger = logging.getLogger(__name__)
+
+SWEEP_CHANCE = 0.01
+MAX_CONFLICTS = 10
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    tenant: str | None
+    id: str
+    status: str
+    updated_at: datetime
+    submitted_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    location: str | None = None
+    error_code: str | None = None
+    api: str | None = None
+    attempts: int | None = None
+    request_sha256: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def as_dict(self) -> dict[str, Any]:
+        found = {"id": self.id, "status": self.status, **({"tenant": self.tenant} if self.tenant else {}),
+                 "updated_at": _iso(self.updated_at)}
+        for name in ("submitted_at", "next_attempt_at"):
+            value = getattr(self, name)
+            if value is not None:
+                found[name] = _iso(value)
+        for name in ("location", "error_code", "api", "attempts"):
+            if getattr(self, name) is not None:
+                found[name] = getattr(self, name)
+        return found
+
+
+class JobLedger:
+    def __init__(self, table: TableClient, *, clock: Callable[[], datetime], retention_seconds: float,
+                 rand: Callable[[], float] = random.random) -> None:
+        self._table = table
+        self._clock = clock
+        self._retention = timedelta(seconds=retention_seconds)
+        self._rand = rand
+
+    def ensure_table(self) -> None:
+        create_if_missing(self._table.create_table, "the job ledger table")
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def get(self, tenant: str | None, job_id: str) -> JobRecord | None:
+        entity = self._entity(tenant, job_id)
+        return None if entity is None else _record(entity)
+
+    def _entity(self, tenant: str | None, job_id: str) -> Any:
+        try:
+            entity = self._table.get_entity(partition_of(tenant), job_id)
+        except ResourceNotFoundError:
+            return None
+        expires = _as_datetime(entity.get("expires_at"))
+        return None if expires is not None and expires < self._clock() else entity
+
+    def list(self, tenants: list[str | None], *, status: str | None, since: datetime | None, page_size: int,
+             continuation: str | None) -> tuple[list[JobRecord], str | None]:
+        """One page of the tenants' jobs, newest partition order; the token continues where the page ended."""
+        parts = [f"PartitionKey eq '{partition_of(t)}'" for t in tenants]
+        filters = ["(" + " or ".join(parts) + ")", "expires_at ge @now"]
+        parameters: dict[str, Any] = {"now": self._clock()}
+        if status is not None:
+            filters.append("status eq @status")
+            parameters["status"] = status
+        if since is not None:
+            filters.append("updated_at ge @since")
+            parameters["since"] = since
+        pages = self._table.query_entities(" and ".join(filters), parameters=parameters,
+                                           results_per_page=page_size).by_page(
+            continuation_token=_decode_token(continuation))
+        page: list[Any] = list(next(pages, []))
+        records = [_record(entity) for entity in page]
+        token = getattr(pages, "continuation_token", None)
+        return records, _encode_token(token) if token else None
+
+    # --- writing ---------------------------------------------------------------------------------------------
+
+    def submit(self, request: HuntRequest, api: str) -> tuple[JobRecord, bool]:
+        """The queued entity for an HTTP submission, created; or the existing one (created False)."""
+        now = self._clock()
+        entity = {"PartitionKey": partition_of(request.tenant), "RowKey": request.id, "status": "queued",
+                  "updated_at": now, "submitted_at": now, "api": api, "attempts": 0,
+                  "request_sha256": request.digest(), "expires_at": now + self._retention}
+        try:
+            self._table.create_entity(entity)
+        except ResourceExistsError:
+            existing = self._entity(request.tenant, request.id)
+            if existing is not None:
+                return _record(existing), False
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)   # an expired one: replaced
+        return _record(entity), True
+
+    def forget(self, tenant: str | None, job_id: str) -> None:
+        """Deletes a job's entity: a submission whose message could not be queued."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(partition_of(tenant), job_id)
+
+    def begin(self, request: HuntRequest) -> bool:
+        """The hunt is running; False (and nothing written) when it was cancelled before it ran."""
+        for _ in range(MAX_CONFLICTS):
+            now = self._clock()
+            partition = partition_of(request.tenant)
+            update: dict[str, Any] = {"PartitionKey": partition, "RowKey": request.id, "status": "running",
+                      "updated_at": now, "api": request.api, "attempts": request.attempt,
+                      "request_sha256": request.digest(), "expires_at": now + self._retention}
+            try:
+                current = self._table.get_entity(partition, request.id)
+            except ResourceNotFoundError:
+                try:
+                    self._table.create_entity({**update, "submitted_at": request.first_enqueued_at or now})
+                    return True
+                except ResourceExistsError:
+                    continue
+            if current.get("status") == "cancelled":
+                return False
+            try:
+                self._table.update_entity(update, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+                return True
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        logger.warning("hunt %s: the job ledger entity kept changing; running it", request.id)
+        return True
+
+    def cancel(self, tenant: str | None, job_id: str) -> JobRecord | None:
+        """Cancels a queued hunt; returns the entity as it is after (None: unknown). A hunt that is not queued is
+        returned unchanged (the caller answers 409)."""
+        for _ in range(MAX_CONFLICTS):
+            current = self._entity(tenant, job_id)
+            if current is None or current.get("status") != "queued":
+                return None if current is None else _record(current)
+            now = self._clock()
+            update = {"PartitionKey": partition_of(tenant), "RowKey": job_id, "status": "cancelled",
+                      "updated_at": now, "expires_at": now + self._retention}
+            try:
+                self._table.update_entity(update, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+                return _record({**current, **update})
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        return self.get(tenant, job_id)
+
+    def record(self, tenant: str | None, job_id: str, state: JobState) -> None:
+        now = self._clock()
+        entity: dict[str, Any] = {"PartitionKey": partition_of(tenant), "RowKey": job_id, "status": state.status,
+                                  "updated_at": now, "expires_at": now + self._retention,
+                                  "next_attempt_at": state.next_attempt_at}
+        if state.location is not None:
+            entity["location"] = state.location
+        if state.error_code is not None:
+            entity["error_code"] = state.error_code
+        self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+        if self._rand() < SWEEP_CHANCE:
+            self._sweep(entity["PartitionKey"], now)
+
+    def _sweep(self, partition: str, now: datetime) -> None:
+        expired = self._table.query_entities("PartitionKey eq @p and expires_at lt @now",
+                                             parameters={"p": partition, "now": now}, select=["RowKey"])
+        for entity in expired:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table.delete_entity(partition, entity["RowKey"])
+
+
+class LedgerObserver:
+    """The outcome of every handled message, as the ledger's state of its job (shared.core.outcome.Observer)."""
+
+    def __init__(self, ledger: JobLedger, clock: Callable[[], datetime]) -> None:
+        self._ledger = ledger
+        self._clock = clock
+
+    def __call__(self, outcome: Outcome, message: MessageInfo) -> None:
+        self._ledger.record(outcome.tenant, outcome.job_id, state_of(outcome, self._clock()))
+
+
+def _record(entity: Any) -> JobRecord:
+    partition = str(entity["PartitionKey"])
+    attempts = entity.get("attempts")
+    return JobRecord(
+        tenant=None if partition == HOME_PARTITION else partition, id=str(entity["RowKey"]),
+        status=str(entity.get("status")), updated_at=_as_datetime(entity.get("updated_at")) or datetime.now(UTC),
+        submitted_at=_as_datetime(entity.get("submitted_at")),
+        next_attempt_at=_as_datetime(entity.get("next_attempt_at")), location=entity.get("location"),
+        error_code=entity.get("error_code"), api=entity.get("api"),
+        attempts=int(attempts) if isinstance(attempts, int) else None, request_sha256=entity.get("request_sha256"))
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _encode_token(token: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode().rstrip("=")
+
+
+def _decode_token(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except ValueError:
+        raise ValueError("the continuation token is not one this API gave") from None
