@@ -1,5 +1,7 @@
 """Azure Functions entry points (v2 programming model): wiring only; the relay lives in `shared`."""
 
+import os
+
 import azure.functions as func
 
 from shared.app.functions import handle_http, handle_hunt_message, handle_poison_message
@@ -19,11 +21,17 @@ def persist_poison(message: func.QueueMessage) -> None:
 
 # The HTTP front door (shared.app.http_api): submit, status, result, cancel, with the async request-reply pattern.
 # Function keys by default (the host checks them); HUNT_API_KEYS adds the relay's own keys, mapped to tenants.
-@app.route(route="hunts", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+# HUNT_API_AUTH_LEVEL=anonymous when App Service authentication (Entra ID) guards the app: the relay checks the
+# bearer token itself too (HUNT_API_AUDIENCE).
+API_AUTH = func.AuthLevel.ANONYMOUS if os.environ.get("HUNT_API_AUTH_LEVEL", "function").lower() == "anonymous" \
+    else func.AuthLevel.FUNCTION
+
+
+@app.route(route="hunts", methods=["GET", "POST"], auth_level=API_AUTH)
 def hunts(req: func.HttpRequest) -> func.HttpResponse:
     return handle_http(req)
 
 
-@app.route(route="hunts/{job_id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@app.route(route="hunts/{job_id}", methods=["GET", "DELETE"], auth_level=API_AUTH)
 def hunt(req: func.HttpRequest) -> func.HttpResponse:
     return handle_http(req)

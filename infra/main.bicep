@@ -51,6 +51,12 @@ param enableMultiTenantApp bool = false
 @description('The multi-tenant app\'s display name, shown to customer admins on the consent page.')
 param multiTenantAppName string = 'Hunt Relay'
 
+@description('Entra ID for the HTTP API instead of function keys: the API app registration\'s app ID URI, e.g. api://hunt-relay (empty: function keys; see docs/deploy.md).')
+param apiAudience string = ''
+
+@description('With apiAudience: the API app registration\'s client id.')
+param apiAppClientId string = ''
+
 @description('Deploy the Key Vault even when no secret needs it yet.')
 param enableKeyVault bool = false
 
@@ -229,6 +235,8 @@ module functionApp 'app/function-app.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     gateTableName: gateTableName
     jobsTableName: jobsTableName
+    apiAudience: apiAudience
+    apiAppClientId: apiAppClientId
     huntApi: huntApi
     huntCloud: huntCloud
     apiBaseUrl: apiBaseUrl

@@ -6,7 +6,7 @@
                                                            or (workload identity federation) a managed identity's
                                                            token for api://AzureADTokenExchange, for an app with a
                                                            federated credential of that token's issuer and subject
-    GET  /{tenant}/discovery/v2.0/keys                     an empty key set (tokens are HS256, opaque to clients)
+    GET  /{tenant}/discovery/v2.0/keys                     the signing key set (tokens are RS256 with a kid)
 
 Errors are the AADSTS form msal parses: {"error", "error_description": "AADSTSnnn: ...", "error_codes", ...}.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -44,15 +43,6 @@ def aad_error(status: int, error: str, code: int, description: str) -> Reply:
         "correlation_id": correlation,
         "error_uri": f"https://login.microsoftonline.com/error?code={code}",
     })
-
-
-def _is_sandbox_token(assertion: str, issuer: TokenIssuer) -> bool:
-    """A token this sandbox minted (HS256) rather than a certificate credential's JWT (RS256/PS256)."""
-    try:
-        header = json.loads(base64.urlsafe_b64decode(assertion.split(".")[0] + "=="))
-    except (ValueError, IndexError):
-        return False
-    return isinstance(header, dict) and header.get("alg") == "HS256"
 
 
 def _federated(assertion: str, client_id: str, directory: Directory, issuer: TokenIssuer) -> Reply | None:
@@ -133,7 +123,7 @@ def token(request: Request, tenant: str, directory: Directory, issuer: TokenIssu
                          "tenant or consented to by any user in the tenant. You may have sent your authentication "
                          "request to the wrong tenant.")
     assertion = form.get("client_assertion")
-    if assertion and _is_sandbox_token(assertion, issuer):
+    if assertion and issuer.issued(assertion):
         refused = _federated(assertion, client_id, directory, issuer)
         if refused is not None:
             return refused

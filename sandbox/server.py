@@ -332,7 +332,7 @@ class Sandbox:
                 if request.method == "POST" else authority.aad_error(405, "invalid_request", 900561,
                                                                      "The endpoint only accepts POST requests."))
         elif _KEYS.match(request.path):
-            reply, endpoint = json_reply(200, {"keys": []}), "keys"
+            reply, endpoint = json_reply(200, self.issuer.jwks()), "keys"
         else:
             reply, endpoint = error_reply(404, "graph", "ResourceNotFound",
                                           f"No sandbox endpoint at {request.path}."), "unknown"

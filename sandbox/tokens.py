@@ -1,7 +1,9 @@
 """Access tokens the sandbox issues and checks, and what each hunting API demands of them.
 
-Tokens are compact JWTs signed with HS256 under a key drawn at random when the sandbox starts, so a token from
-one run is worthless in the next. They carry the claims Entra ID puts in app-only tokens (aud, iss, tid, oid,
+Tokens are compact JWTs signed with RS256 under an RSA key drawn when the sandbox starts (so a token from one run
+is worthless in the next), with a `kid` the authority publishes at `/{tenant}/discovery/v2.0/keys`, as Entra ID
+signs and publishes: an API the relay serves can validate them (shared.app.http_auth). They carry the claims Entra
+ID puts in app-only tokens (aud, iss, tid, oid,
 appid, roles, iat, nbf, exp). Client assertions (certificate credentials) are RS256/PS256 JWTs checked against
 the app's registered certificate.
 
@@ -13,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -96,14 +96,23 @@ def _split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
 
 
 class TokenIssuer:
-    """Mints and verifies the sandbox's access tokens (HS256, a fresh key per start)."""
+    """Mints and verifies the sandbox's access tokens (RS256, a fresh key per start, published as a JWKS)."""
 
-    def __init__(self, key: bytes | None = None) -> None:
-        self._key = key or secrets.token_bytes(32)
+    def __init__(self, key: rsa.RSAPrivateKey | None = None) -> None:
+        self._key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        numbers = self._key.public_key().public_numbers()
+        self._jwk = {"kty": "RSA", "use": "sig", "alg": "RS256",
+                     "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                     "e": _b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))}
+        self.key_id = hashlib.sha256(json.dumps(self._jwk, sort_keys=True).encode()).hexdigest()[:32]
+        self._jwk["kid"] = self.key_id
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [dict(self._jwk)]}
 
     def mint(
         self, *, audience: str, tenant: str, client_id: str, roles: list[str], lifetime_seconds: float,
-        now: float | None = None,
+        now: float | None = None, extra: dict[str, Any] | None = None,
     ) -> tuple[str, int]:
         """Returns the token and its expiry (unix seconds)."""
         issued = int(now if now is not None else time.time())
@@ -122,20 +131,30 @@ class TokenIssuer:
             "roles": roles,
             "ver": "1.0",
             "uti": uuid.uuid4().hex,
+            **(extra or {}),
         }
-        header = {"alg": "HS256", "typ": "JWT"}
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.key_id}
         signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
-        signature = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
+        signature = self._key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
         return signing_input + "." + _b64url(signature), expires
+
+    def issued(self, token: str) -> bool:
+        """Whether the token names this issuer's key (rather than being a certificate credential's JWT)."""
+        try:
+            header, _, _, _ = _split(token)
+        except TokenError:
+            return False
+        return header.get("kid") == self.key_id
 
     def verify(self, token: str, now: float | None = None) -> dict[str, Any]:
         """The claims of a token this sandbox issued and that is in date; raises TokenError otherwise."""
         header, claims, signing_input, signature = _split(token)
-        if header.get("alg") != "HS256":
-            raise TokenError("The token's signing algorithm is not accepted")
-        expected = hmac.new(self._key, signing_input, hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, signature):
-            raise TokenError("The token's signature is invalid")
+        if header.get("alg") != "RS256" or header.get("kid") != self.key_id:
+            raise TokenError("The token's signing key is not accepted")
+        try:
+            self._key.public_key().verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise TokenError("The token's signature is invalid") from None
         moment = now if now is not None else time.time()
         if not isinstance(claims.get("exp"), int) or claims["exp"] <= moment:
             raise TokenError("The token is expired")

@@ -40,6 +40,10 @@ param allowRawQueries bool = true
 param callsPerMinute int = 45
 param callsPerHour int = 1500
 
+@description('Entra ID for the HTTP API instead of function keys: the API app registration\'s app ID URI (HUNT_API_AUDIENCE) and client id. Empty: function keys.')
+param apiAudience string = ''
+param apiAppClientId string = ''
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -162,7 +166,9 @@ var signInSettings = authMode == 'managed_identity' ? {
 var optionalSettings = union(
   empty(apiBaseUrl) ? {} : { HUNT_API_BASE_URL: apiBaseUrl },
   empty(destinations) ? {} : { HUNT_DESTINATIONS: destinations },
-  empty(defaultDestination) ? {} : { HUNT_DEFAULT_DESTINATION: defaultDestination }
+  empty(defaultDestination) ? {} : { HUNT_DEFAULT_DESTINATION: defaultDestination },
+  // Entra ID for the HTTP API: the platform checks the token (authsettingsV2 below), and so does the relay.
+  empty(apiAudience) ? {} : { HUNT_API_AUDIENCE: apiAudience, HUNT_API_AUTH_LEVEL: 'anonymous', AZURE_TENANT_ID: tenant().tenantId }
 )
 
 // Each webhook destination's secret_setting, read from Key Vault (secret name: the setting's, in kebab case).
@@ -172,6 +178,32 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
   properties: union(storageSettings, telemetrySettings, relaySettings, signInSettings, optionalSettings, webhookSecretReferences)
+}
+
+// App Service authentication in front of the HTTP API: a request without a valid Entra ID token for the API's
+// audience is answered 401 by the platform before it reaches the function.
+resource apiAuthentication 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiAudience)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+          clientId: apiAppClientId
+        }
+        validation: {
+          allowedAudiences: [apiAudience]
+        }
+      }
+    }
+  }
 }
 
 output name string = site.name

@@ -36,7 +36,9 @@ def handle_poison_message(body: bytes, *, message_id: str | None, dequeue_count:
 def http_api() -> HuntApi:
     from shared.app.http_api import HuntApi
 
-    return HuntApi(relay(), host_checked=True)   # function-level auth: the host checked the key
+    built = relay()
+    # Function-level auth: the host checked the key. Anonymous: the relay's own keys or bearer token decide.
+    return HuntApi(built, host_checked=built.settings.api_auth_level == "function")
 
 
 def handle_http(req: func.HttpRequest) -> func.HttpResponse:

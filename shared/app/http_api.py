@@ -13,7 +13,9 @@ HTTP triggers (function_app.py) and the portable server (shared.app.http_server)
     DELETE /api/hunts/{id}       a queued hunt: 200 {"id", "status": "cancelled"}; running or finished: 409
 
 Auth: a key in `x-functions-key` or `?code=`, as Functions takes them, checked against HUNT_API_KEYS (each key maps
-to the tenants it may act for); no key: 401; a key for another tenant's hunt: 403 on submit, 404 on reads. Under
+to the tenants it may act for), or an Entra ID bearer token for HUNT_API_AUDIENCE (shared.adapters.bearer_tokens),
+whose app HUNT_API_CALLERS maps to tenants; no key or token: 401; a valid one without access: 403 (and 404 on
+reads of another tenant's hunt). Under
 the Functions host with function-level auth and no HUNT_API_KEYS, the host has checked the key already
 (`host_checked`). `?tenant=` says whose job an id is when a key acts for several tenants.
 """
@@ -31,6 +33,8 @@ from urllib.parse import quote, urlencode
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+from shared.adapters.bearer_tokens import BearerValidator, TokenRefused
+from shared.adapters.credentials import authority_for
 from shared.adapters.job_ledger import JobRecord
 from shared.core.errors import InvalidHuntRequest
 from shared.core.hunt_request import ID_PATTERN, MAX_QUEUE_MESSAGE_BYTES, decode_hunt_request, message_json
@@ -95,6 +99,9 @@ class HuntApi:
         if relay.jobs is None:
             raise ValueError("the HTTP API needs the job ledger: set HUNT_JOB_LEDGER=true")
         self._jobs = relay.jobs
+        self._bearer = BearerValidator(
+            authority=authority_for(self._settings), tenant_id=self._settings.tenant_id or "",
+            audience=self._settings.api_audience, session=relay.session) if self._settings.api_audience else None
 
     # --- the routes ------------------------------------------------------------------------------------------
 
@@ -132,11 +139,15 @@ class HuntApi:
         return self._status(tenant, job_id, request.base_url)
 
     def _caller(self, request: HttpRequest) -> Caller | HttpResponse:
+        scheme, _, token = (request.header("authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return self._bearer_caller(token.strip())
         keys = self._settings.api_keys
         if not keys:
             if self._host_checked:
                 return Caller(None)
-            return _error(401, "Unauthorized", "the HTTP API has no keys: set HUNT_API_KEYS")
+            return _error(401, "Unauthorized", "send a key (HUNT_API_KEYS) or an Entra ID bearer token "
+                          "(HUNT_API_AUDIENCE)")
         given = request.header("x-functions-key") or request.query.get("code")
         if not given:
             return _error(401, "Unauthorized", "send a key in the x-functions-key header or the code parameter")
@@ -147,6 +158,23 @@ class HuntApi:
         if matched is None:
             return _error(401, "Unauthorized", "the key is not one of this relay's keys")
         return Caller(matched.tenants)
+
+    def _bearer_caller(self, token: str) -> Caller | HttpResponse:
+        if self._bearer is None:
+            return _error(401, "Unauthorized", "bearer tokens are not accepted here (HUNT_API_AUDIENCE is not set)")
+        claims = self._bearer.validate(token)
+        if isinstance(claims, TokenRefused):
+            return _error(401, "Unauthorized", claims.reason)
+        app_id = str(claims.get("appid") or claims.get("azp") or "")
+        callers = self._settings.api_callers
+        if callers:
+            found = next((c for c in callers if c.app_id == app_id), None)
+            if found is None:
+                return _error(403, "Forbidden", "the calling app is not one of HUNT_API_CALLERS")
+            return Caller(found.tenants)
+        if self._settings.tenants:
+            return _error(403, "Forbidden", "with HUNT_TENANTS, HUNT_API_CALLERS must map the calling app to tenants")
+        return Caller(None)
 
     def _tenant_param(self, request: HttpRequest, caller: Caller) -> str | HttpResponse | None:
         """Whose job the id is: ?tenant=, else the caller's only tenant, else the default tenant."""

@@ -96,6 +96,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUNT_JOB_RETENTION", "7d", "How long the ledger keeps a job after its last update (e.g. 1d, 7d)"),
     Setting("HUNT_API_KEYS", None, "The HTTP API's keys: names of the settings that hold them, space-separated; with "
             "HUNT_TENANTS each as NAME:tenant1,tenant2 (or NAME:* for all)"),
+    Setting("HUNT_API_AUDIENCE", None, "Accept Entra ID bearer tokens for this audience (the API's app ID URI, "
+            "e.g. api://hunt-relay) from the home tenant (AZURE_TENANT_ID)"),
+    Setting("HUNT_API_AUTH_LEVEL", "function", "Under Functions: function (the host checks function keys) or "
+            "anonymous (App Service authentication with Entra ID checks callers, and the relay checks the token)"),
+    Setting("HUNT_API_CALLERS", None, "The apps whose bearer tokens may call the API: client ids, space-separated; "
+            "with HUNT_TENANTS each as APPID:tenant1,tenant2 (or APPID:*)"),
     Setting("HUNT_API_INLINE_MAX_BYTES", "1000000", "The largest result GET /api/hunts/{id} returns inline; a "
             "bigger one comes as results_url"),
     Setting("HUNT_LOG_LEVEL", "INFO", "The portable worker's log level (DEBUG, INFO, WARNING, ERROR)"),
@@ -191,6 +197,9 @@ class Settings:
     job_retention_seconds: float = 7 * 86400
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     api_inline_max_bytes: int = 1_000_000
+    api_audience: str | None = None
+    api_auth_level: str = "function"
+    api_callers: tuple[ApiCaller, ...] = ()
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)   # empty: the home tenant only
     default_tenant: str | None = None
 
@@ -358,6 +367,8 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
                              "table name (3-63 letters and digits)"),
         job_retention_seconds=read.duration("HUNT_JOB_RETENTION", 60, 365 * 86400),
         api_keys=_api_keys(read, tenants), api_inline_max_bytes=read.positive_int("HUNT_API_INLINE_MAX_BYTES"),
+        api_audience=_api_audience(read, tenant_id), api_callers=_api_callers(read, tenants),
+        api_auth_level=read.choice("HUNT_API_AUTH_LEVEL", ("function", "anonymous")),
         default_tenant=default_tenant,
         split_min_seconds=read.duration("HUNT_SPLIT_MIN", 0.001, 30 * 86400, " (a part of the 30-day data window)"),
         split_max_parts=read.positive_int("HUNT_SPLIT_MAX_PARTS"),
@@ -426,6 +437,39 @@ def _api_keys(read: _Reader, tenants: Mapping[str, TenantConfig]) -> tuple[ApiKe
             continue
         keys.append(ApiKey(name, value, allowed))
     return tuple(keys)
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    """An app whose Entra ID bearer tokens may call the HTTP API, and the tenants it may act for (None: all)."""
+
+    app_id: str
+    tenants: frozenset[str] | None = None
+
+
+def _api_audience(read: _Reader, tenant_id: str | None) -> str | None:
+    audience = read.get("HUNT_API_AUDIENCE")
+    if audience and not tenant_id:
+        read.problems.append("HUNT_API_AUDIENCE needs AZURE_TENANT_ID: the tenant whose tokens the API accepts")
+    return audience
+
+
+def _api_callers(read: _Reader, tenants: Mapping[str, TenantConfig]) -> tuple[ApiCaller, ...]:
+    callers = []
+    for entry in (read.get("HUNT_API_CALLERS") or "").split():
+        app_id, _, scope = entry.partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}", app_id):
+            read.problems.append(f"HUNT_API_CALLERS: {entry!r} is not an app's client id (APPID or APPID:tenants)")
+            continue
+        allowed: frozenset[str] | None = None
+        if tenants and scope != "*":
+            allowed = frozenset(t for t in scope.split(",") if t)
+            if not allowed or allowed - set(tenants):
+                read.problems.append(f"HUNT_API_CALLERS: {app_id} must name the tenants it may act for "
+                                     f"({app_id}:tenant1,tenant2 or {app_id}:*)")
+                continue
+        callers.append(ApiCaller(app_id, allowed))
+    return tuple(callers)
 
 
 def _tenants(read: _Reader, destinations: Mapping[str, DestinationConfig]) -> dict[str, TenantConfig]:

@@ -460,3 +460,19 @@ def test_the_multi_tenant_app_is_optional_keyless_and_trusts_only_the_relay_s_id
     assert "role.value == 'ThreatHunting.Read.All'" in app
     assert not re.search(r"passwordCredentials|keyCredentials", app)
     assert "HUNT_MULTI_TENANT_APP_ID" in GUIDE.read_text()
+
+
+def test_entra_id_for_the_http_api_is_an_option_the_template_supports() -> None:
+    """Function keys by default; with apiAudience, App Service authentication checks Entra ID tokens, the triggers
+    go anonymous, and the relay checks the token too (HUNT_API_AUDIENCE)."""
+    main = MAIN.read_text()
+    app = (INFRA / "app" / "function-app.bicep").read_text()
+    triggers = (ROOT / "function_app.py").read_text()
+    assert re.search(r"^param apiAudience string = ''$", main, re.MULTILINE), "off by default"
+    assert "apiAudience: apiAudience" in main and "apiAppClientId: apiAppClientId" in main
+    assert "resource apiAuthentication 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiAudience)) {" in app
+    assert "name: 'authsettingsV2'" in app and "requireAuthentication: true" in app
+    assert "unauthenticatedClientAction: 'Return401'" in app and "allowedAudiences: [apiAudience]" in app
+    assert "HUNT_API_AUDIENCE: apiAudience, HUNT_API_AUTH_LEVEL: 'anonymous'" in app
+    assert 'auth_level=API_AUTH' in triggers and "func.AuthLevel.FUNCTION" in triggers
+    assert code_default("HUNT_API_AUTH_LEVEL") == "function"

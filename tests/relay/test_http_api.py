@@ -291,3 +291,62 @@ def test_a_tenant_s_key_submits_for_its_tenant_by_default_and_the_result_is_its_
     assert tenancy.blobs("contoso")["tenants/contoso/mine-1.json"]["results"] == reply.json()["results"]
     assert requests.get(submitted.headers["Location"], headers={"x-functions-key": "fabrikam-key-0123456789"},
                         timeout=30).status_code == 404
+
+
+# --- Entra ID bearer tokens ----------------------------------------------------------------------------------------
+
+AUDIENCE = "api://hunt-relay"
+
+
+@pytest.fixture
+def bearer_front(relay_stack: RelayStack) -> Iterator[Front]:
+    relay_stack.monkeypatch.setenv("REQUESTS_CA_BUNDLE", relay_stack.sandbox.ca_path)
+    built = Front(relay_stack, HUNT_API_AUDIENCE=AUDIENCE, AZURE_TENANT_ID="sandbox-tenant",
+                  AZURE_AUTHORITY_HOST=relay_stack.sandbox.authority, HUNT_API_CALLERS="soar-app")
+    yield built
+    built.close()
+
+
+def bearer_post(front: Front, token: str) -> requests.Response:
+    return requests.post(front.url + "/api/hunts", json=hunt(), headers={"Authorization": "Bearer " + token},
+                         timeout=30)
+
+
+def test_an_entra_token_for_the_api_s_audience_is_accepted_from_a_listed_app(bearer_front: Front):
+    from azure.identity import ClientSecretCredential
+
+    sandbox = bearer_front.stack.sandbox
+    sandbox.add_app("sandbox-tenant", "soar-app", "soar-secret", [])
+    credential = ClientSecretCredential("sandbox-tenant", "soar-app", "soar-secret", authority=sandbox.authority,
+                                        disable_instance_discovery=True)
+    token = credential.get_token(AUDIENCE + "/.default").token
+
+    accepted = bearer_post(bearer_front, token)
+
+    assert accepted.status_code == 202, accepted.text
+    status = requests.get(accepted.headers["Location"], headers={"Authorization": "Bearer " + token}, timeout=30)
+    assert status.status_code == 202
+
+
+def test_bearer_tokens_are_checked_for_signature_issuer_audience_expiry_and_caller(bearer_front: Front):
+    from sandbox.tokens import TokenIssuer
+
+    issuer = bearer_front.stack.sandbox.issuer
+
+    def minted(**changes: Any) -> str:
+        fields = {"audience": AUDIENCE, "tenant": "sandbox-tenant", "client_id": "soar-app", "roles": [],
+                  "lifetime_seconds": 300, **changes}
+        signer = fields.pop("signer", issuer)
+        return signer.mint(**fields)[0]
+
+    cases = {
+        "valid": (minted(), 202),
+        "another audience": (minted(audience="https://graph.microsoft.com"), 401),
+        "another tenant": (minted(tenant="other-tenant"), 401),
+        "expired": (minted(now=time.time() - 3600), 401),
+        "another signing key": (minted(signer=TokenIssuer()), 401),
+        "not a JWT": ("not-a-token", 401),
+        "an app not listed": (minted(client_id="stranger-app"), 403),
+    }
+    got = {name: bearer_post(bearer_front, token).status_code for name, (token, _) in cases.items()}
+    assert got == {name: status for name, (_, status) in cases.items()}
