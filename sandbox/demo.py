@@ -5,7 +5,8 @@ documents' example hunts and a few more on the queue (Graph first; a legacy mde 
 sandbox plays mde as retired; a split hunt over 130,000 rows, more than the service returns for one query; one to
 the webhook, one csv, one with a KQL syntax error, one the identity has no permission for); runs the portable
 worker (`python -m shared worker --drain`) until the queue is empty; prints a table of what became of each hunt.
-Then, as an MSSP's relay: two customer tenants with data of their own, signed in keyless (the managed identity's
+Then one hunt over the HTTP API (`worker --serve`), submitted and polled as a Logic App does. Then, as an
+MSSP's relay: two customer tenants with data of their own, signed in keyless (the managed identity's
 token as the multi-tenant app's assertion), a hunt for each landing in its own tenant's container, and one refused
 because it asked for the other tenant's destination. Stops everything it started.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +127,7 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "shared", "worker", "--drain", "--concurrency", "4"],
                            cwd=ROOT, env=env, check=True)
             print_table(azurite, receiver)
+            run_http(env)
             run_tenants(azurite, where, env)
         finally:
             sandbox.terminate()
@@ -132,6 +135,43 @@ def main() -> int:
             receiver.stop()
     print(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def run_http(home_env: dict[str, str]) -> None:
+    """One hunt submitted over HTTP and waited for as a Logic App's HTTP action does: POST, then poll Location,
+    sleeping Retry-After, until a 200."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = "demo-api-key-" + os.urandom(8).hex()
+    env = {**home_env, "HUNT_QUEUE": "http-hunts", "HUNT_API_KEYS": "DEMO_API_KEY", "DEMO_API_KEY": key}
+    server = subprocess.Popen([sys.executable, "-m", "shared", "worker", "--serve", "--port", str(port)],
+                              cwd=ROOT, env=env)
+    base, headers = f"http://127.0.0.1:{port}", {"x-functions-key": key}
+    try:
+        for _ in range(100):   # until the API answers
+            try:
+                requests.get(base + "/api/hunts", headers=headers, timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        started = time.monotonic()
+        reply = requests.post(base + "/api/hunts", headers=headers, timeout=10, json={
+            "id": "over-http", "api": "graph", "context": {"ticket": "SOAR-77"},
+            "query": "DeviceInfo | project DeviceName, OSPlatform | take 3"})
+        print(f"\nover HTTP: POST /api/hunts -> {reply.status_code}, Location {reply.headers.get('Location')}")
+        polls = 0
+        while reply.status_code == 202 and time.monotonic() - started < 60:
+            time.sleep(int(reply.headers.get("Retry-After", "1")))
+            reply = requests.get(reply.headers["Location"], headers=headers, timeout=10)
+            polls += 1
+        document = reply.json()
+        print(f"over HTTP: {polls} polls, then {reply.status_code}: {document.get('status')}, "
+              f"{document.get('row_count')} rows, context {document.get('context')} "
+              f"({time.monotonic() - started:.1f} s)")
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def run_tenants(azurite: Azurite, where: dict[str, str], home_env: dict[str, str]) -> None:

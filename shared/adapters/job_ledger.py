@@ -7,8 +7,9 @@ arrived (shared.core.job_states has the states).
 
 Writers:
     submit(request)        the HTTP front door: create-only "queued"; an existing entity is returned instead
-    begin(request)         the processor, before anything else: "running", written with If-Match on what it read,
-                           so that a cancel in between is never overwritten; False when the hunt was cancelled
+    begin(request)         the processor, before anything else: "running" (one write for a hunt that came by
+                           queue; an HTTP submission's is written with If-Match on what it read, so that a cancel
+                           in between is never overwritten); False when the hunt was cancelled
     cancel(tenant, id)     a queued hunt only, with If-Match: "cancelled"
     the observer           (LedgerObserver) after every handled message: the outcome's state, one merge write
 
@@ -143,21 +144,30 @@ class JobLedger:
             self._table.delete_entity(partition_of(tenant), job_id)
 
     def begin(self, request: HuntRequest) -> bool:
-        """The hunt is running; False (and nothing written) when it was cancelled before it ran."""
+        """The hunt is running; False (and nothing written) when it was cancelled before it ran.
+
+        One write in the common cases: a first attempt that came by queue creates its entity (create-only), and a
+        later attempt, which has run before and so cannot have been cancelled, merges its state. Only a first
+        attempt whose entity exists (an HTTP submission) reads it, and writes with If-Match on what it read, so
+        that a cancel in between is never overwritten."""
+        now = self._clock()
+        partition = partition_of(request.tenant)
+        update: dict[str, Any] = {"PartitionKey": partition, "RowKey": request.id, "status": "running",
+                                  "updated_at": now, "api": request.api, "attempts": request.attempt,
+                                  "request_sha256": request.digest(), "expires_at": now + self._retention}
+        if request.attempt > 1:
+            self._table.upsert_entity(update, mode=UpdateMode.MERGE)
+            return True
         for _ in range(MAX_CONFLICTS):
-            now = self._clock()
-            partition = partition_of(request.tenant)
-            update: dict[str, Any] = {"PartitionKey": partition, "RowKey": request.id, "status": "running",
-                      "updated_at": now, "api": request.api, "attempts": request.attempt,
-                      "request_sha256": request.digest(), "expires_at": now + self._retention}
+            try:
+                self._table.create_entity({**update, "submitted_at": request.first_enqueued_at or now})
+                return True
+            except ResourceExistsError:
+                pass
             try:
                 current = self._table.get_entity(partition, request.id)
             except ResourceNotFoundError:
-                try:
-                    self._table.create_entity({**update, "submitted_at": request.first_enqueued_at or now})
-                    return True
-                except ResourceExistsError:
-                    continue
+                continue
             if current.get("status") == "cancelled":
                 return False
             try:
