@@ -4,7 +4,7 @@ import os
 
 import azure.functions as func
 
-from shared.app.functions import handle_http, handle_hunt_message, handle_poison_message
+from shared.app.functions import enqueue_due_slots, handle_http, handle_hunt_message, handle_poison_message
 
 app = func.FunctionApp()
 
@@ -35,3 +35,10 @@ def hunts(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="hunts/{job_id}", methods=["GET", "DELETE"], auth_level=API_AUTH)
 def hunt(req: func.HttpRequest) -> func.HttpResponse:
     return handle_http(req)
+
+
+# Scheduled hunts (shared.app.scheduler): every minute, the slots of schedules/ that are due, each enqueued once
+# however many instances fire.
+@app.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+def run_schedules(timer: func.TimerRequest) -> None:
+    enqueue_due_slots()

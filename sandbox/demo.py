@@ -18,8 +18,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ def main() -> int:
                            cwd=ROOT, env=env, check=True)
             print_table(azurite, receiver)
             run_http(env)
+            run_schedule(azurite, env)
             run_tenants(azurite, where, env)
         finally:
             sandbox.terminate()
@@ -135,6 +137,28 @@ def main() -> int:
             receiver.stop()
     print(f"demo finished in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def run_schedule(azurite: Azurite, home_env: dict[str, str]) -> None:
+    """A schedule with a short `every` (PT5M) and a start 20 minutes ago: the scheduler's one pass enqueues the
+    four slots that have ended (catching up, oldest first), and the worker runs them, each over its own slot."""
+    folder = Path(tempfile.mkdtemp(prefix="demo-schedules-"))
+    now = datetime.now(UTC)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=20 + now.minute % 5)
+    (folder / "demo-every-five.json").write_text(json.dumps({
+        "every": "PT5M", "start": start.isoformat(), "destination": "results",
+        "query": "DeviceProcessEvents | project Timestamp, DeviceName, FileName"}))
+    env = {**home_env, "HUNT_QUEUE": "scheduled-hunts", "HUNT_SCHEDULES_DIR": str(folder)}
+    subprocess.run([sys.executable, "-m", "shared", "scheduler", "--once"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "shared", "worker", "--drain", "--concurrency", "2"], cwd=ROOT, env=env,
+                   check=True)
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("hunt-results")
+    print(f"\na schedule every PT5M, started {start:%H:%M} UTC (a short every, so that the demo sees slots):")
+    for blob in sorted(blobs.list_blobs(name_starts_with="demo/demo-every-five-"), key=lambda b: b.name):
+        document = json.loads(blobs.download_blob(blob.name).readall())
+        print(f"  {document['id']:<38} slot {document['slot']:<45} {document['row_count']:>3} rows")
+    print()
 
 
 def run_http(home_env: dict[str, str]) -> None:

@@ -16,14 +16,22 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from azure.core.exceptions import AzureError
 
 from shared.app import grant_permission, job_commands, tenant_commands
 from shared.app.config import load_settings
+
+if TYPE_CHECKING:
+    from shared.app.relay import Relay
 from shared.core.apis import API_NAMES
 from shared.core.errors import HuntRelayError
 from shared.core.hunt_request import FORMATS, decode_hunt_request
+from shared.core.schedules import ScheduleError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--lease-seconds", type=int, default=60,
                         help="how long a message stays invisible between lease renewals (default 60)")
     worker.add_argument("--serve", action="store_true", help="also serve the HTTP API (shared.app.http_server)")
+    worker.add_argument("--schedules", action="store_true", help="also run the scheduler (schedules/, every minute)")
+    scheduler = commands.add_parser("scheduler", help="run the scheduler alone: the due slots of schedules/, every "
+                                    "minute")
+    scheduler.add_argument("--once", action="store_true", help="one pass, then exit")
+    listing = commands.add_parser("schedules", help="each schedule's last and next slot")
+    listing.add_argument("--run", metavar="NAME", help="enqueue the schedule's latest slot that has ended, now")
     worker.add_argument("--port", type=int, default=8080, help="with --serve: the API's port (default 8080)")
     serve = commands.add_parser("serve", help="serve the HTTP API (no worker)")
     serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: a free one)")
@@ -128,6 +142,8 @@ def _worker(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.schedules:
+        threading.Thread(target=_schedule_loop, args=(relay, stop), name="scheduler", daemon=True).start()
     if args.drain:
         stats = hunts.run(drain=True, stop=stop)
         poison.run(drain=True, stop=stop)
@@ -144,6 +160,51 @@ def _worker(args: argparse.Namespace) -> int:
         server.stop()
     logging.getLogger(__name__).info("worker stopped: %s processed, %s poisoned, %s dead-lettered from poison",
                                      stats.processed, stats.poisoned, poison.stats.processed)
+    return 0
+
+
+def _schedule_loop(relay: Relay, stop: threading.Event) -> None:
+    """The scheduler once at start, then at each minute's turn, until `stop`."""
+    while not stop.is_set():
+        try:
+            relay.scheduler.run_once()
+        except AzureError as error:   # storage went away: the next minute tries again
+            logging.getLogger(__name__).warning("the scheduler could not run (%s)", type(error).__name__)
+        stop.wait(60 - time.time() % 60)
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    from shared.app.relay import Relay
+
+    settings = load_settings(os.environ)
+    logging.getLogger().setLevel(settings.log_level)
+    relay = Relay(settings)
+    relay.ensure_resources()
+    if args.once:
+        for ran in relay.scheduler.run_once():
+            print(json.dumps({"schedule": ran.schedule, "tenant": ran.tenant, "enqueued": ran.enqueued,
+                              "skipped": ran.skipped}))
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        _schedule_loop(relay, stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    from shared.app.relay import Relay
+
+    relay = Relay(load_settings(os.environ))
+    relay.ensure_resources()
+    if args.run:
+        for job in relay.scheduler.run_now(args.run):
+            print(job)
+        return 0
+    for row in relay.scheduler.describe():
+        print(json.dumps(row))
     return 0
 
 
@@ -179,9 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return tenant_commands.run_check(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "scheduler":
+            return _scheduler(args)
+        if args.command == "schedules":
+            return _schedules(args)
         if args.command in ("status", "wait"):
             return job_commands.run(args)
-    except HuntRelayError as error:
+    except (HuntRelayError, ScheduleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 1

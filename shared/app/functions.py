@@ -50,3 +50,8 @@ def handle_http(req: func.HttpRequest) -> func.HttpResponse:
         req.method.upper(), parts.path, dict(req.params), dict(req.headers), req.get_body() or b"",
         base_url=f"{parts.scheme}://{parts.netloc}"))
     return func.HttpResponse(response.body, status_code=response.status, headers=response.headers)
+
+
+def enqueue_due_slots() -> None:
+    """The timer's minute: the scheduler's due slots onto the hunt queue."""
+    relay().scheduler.run_once()

@@ -28,13 +28,16 @@ from shared.adapters.message_keys import LazyRelayMark
 from shared.adapters.outbound import SafeSender
 from shared.adapters.quota_table import QuotaGates
 from shared.adapters.retirements import Retirements
+from shared.adapters.schedule_state import ScheduleState
 from shared.adapters.split_parts import SplitParts
 from shared.adapters.storage import create_if_missing, storage_clients, table_service
 from shared.app import log_scrub
 from shared.app.processor import HuntProcessor
+from shared.app.scheduler import DEFAULT_SCHEDULES_DIR, Scheduler, load_schedules
 from shared.core.address_policy import OutboundPolicy
 from shared.core.outcome import MessageInfo, Observer, Outcome
 from shared.core.retry_policy import visibility_seconds
+from shared.core.schedules import ScheduleError
 from shared.core.settings import Settings
 from shared.core.templates import DEFAULT_TEMPLATES_DIR, get_template, load_templates, render
 from shared.delivery.base import Sink
@@ -120,6 +123,20 @@ class Relay:
         client = self._queues.get(name)
         return client if client is not None else self._queues.setdefault(
             name, self.queue_service.get_queue_client(name))
+
+    @functools.cached_property
+    def scheduler(self) -> Scheduler:
+        """The scheduler over the schedule files (read once: a changed file is read at the next start)."""
+        folder = Path(self.settings.schedules_dir) if self.settings.schedules_dir else DEFAULT_SCHEDULES_DIR
+        if self.settings.schedules_dir and not folder.is_dir():
+            raise ScheduleError(f"HUNT_SCHEDULES_DIR={self.settings.schedules_dir!r} is not a folder")
+        state = ScheduleState(self.container(self.settings.state_container),
+                              self.container(self.settings.deadletter_container))
+        return Scheduler(self.settings, load_schedules(folder, self.settings, self.clock()), state,
+                         self._send_hunt, self.clock)
+
+    def _send_hunt(self, message: str) -> None:
+        self.hunt_queue.send_message(message)
 
     @functools.cached_property
     def result_links(self) -> ResultLinks:

@@ -41,6 +41,9 @@ def head(request: HuntRequest, status: str) -> dict[str, Any]:
         envelope["query"] = request.query
     if request.timespan is not None:
         envelope["timespan"] = request.timespan
+    if request.schedule is not None:
+        envelope["schedule"] = request.schedule
+        envelope["slot"] = request.slot
     envelope["context"] = dict(request.context)
     envelope["attempts"] = request.attempt
     if request.first_enqueued_at is not None:

@@ -50,7 +50,8 @@ _TIMESPAN = re.compile(
 PENDING_PREFIX = "pending/"
 PENDING_SUFFIX = ".delivery.json"   # ids hold no '.', so no blob sink result name (<prefix><id>.json) can match
 _KNOWN = {"query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
-          "split", "tenant", "attempt", "first_enqueued_at", "version", "last_error", "pending_delivery", MARK_FIELD}
+          "split", "tenant", "schedule", "slot", "attempt", "first_enqueued_at", "version", "last_error",
+          "pending_delivery", MARK_FIELD}
 
 
 def pending_delivery_name(job_id: str, tenant: str | None = None) -> str:
@@ -76,6 +77,8 @@ class HuntRequest:
     pending_delivery: str | None = None
     split: bool = False   # split the time range until every part fits under the caps (shared.core.splitting)
     tenant: str | None = None   # a customer tenant of HUNT_TENANTS (None: the home tenant)
+    schedule: str | None = None   # the schedule that enqueued it (shared.core.schedules), echoed in the envelope
+    slot: str | None = None       # that schedule's slot, as its interval start/end
     dropped: tuple[str, ...] = ()   # relay-kept fields the message carried without a valid mark (never sent on)
     requested_api: Api | None = None   # set when another API ran the hunt (shared.core.routing); never sent on
     warnings: tuple[str, ...] = ()     # why, for the envelope
@@ -91,7 +94,7 @@ class HuntRequest:
         identity = {"id": self.id, "api": self.api, "query": self.query, "template": self.template,
                     "parameters": dict(self.parameters), "destination": self.destination, "format": self.format,
                     "timespan": self.timespan, "context": dict(self.context), "split": self.split,
-                    "tenant": self.tenant}
+                    "tenant": self.tenant, "schedule": self.schedule, "slot": self.slot}
         return hashlib.sha256(canonical(identity)).hexdigest()
 
     def next_attempt(self, last_error: str) -> HuntRequest:
@@ -113,7 +116,7 @@ class HuntRequest:
         if self.template is not None:
             body["template"] = self.template
             body["parameters"] = dict(self.parameters)
-        for name in ("tenant", "destination", "timespan", "last_error", "pending_delivery"):
+        for name in ("tenant", "schedule", "slot", "destination", "timespan", "last_error", "pending_delivery"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
         if self.context:
@@ -184,6 +187,11 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
             hunt_range(timespan, now)
         except SpanError as error:
             raise InvalidHuntRequest("timespan", f"a split hunt needs a range it can cut: {error}") from None
+    schedule, slot = _optional_str(body, "schedule"), _optional_str(body, "slot")
+    if schedule is not None and not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?", schedule):
+        raise InvalidHuntRequest("schedule", "must be a schedule name (set by the scheduler)")
+    if slot is not None and (schedule is None or not _TIMESPAN.fullmatch(slot)):
+        raise InvalidHuntRequest("slot", "is set by the scheduler with 'schedule': the slot's interval start/end")
     fmt = body.get("format", "json")
     if fmt not in FORMATS:
         raise InvalidHuntRequest("format", f"must be one of {', '.join(FORMATS)}, got {_short(fmt)}")
@@ -221,7 +229,8 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
         first_enqueued_at=first_at, last_error=str(last_error)[:500] if last_error is not None else None,
-        pending_delivery=pending, split=split, tenant=tenant, dropped=tuple(dropped),
+        pending_delivery=pending, split=split, tenant=tenant, schedule=schedule, slot=slot,
+        dropped=tuple(dropped),
     )
 
 

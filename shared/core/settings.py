@@ -104,6 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
             "with HUNT_TENANTS each as APPID:tenant1,tenant2 (or APPID:*)"),
     Setting("HUNT_API_INLINE_MAX_BYTES", "1000000", "The largest result GET /api/hunts/{id} returns inline; a "
             "bigger one comes as results_url"),
+    Setting("HUNT_SCHEDULES_DIR", None, "Folder of schedule files (*.json) the scheduler runs (default: schedules/ "
+            "beside the code)"),
     Setting("HUNT_LOG_LEVEL", "INFO", "The portable worker's log level (DEBUG, INFO, WARNING, ERROR)"),
     Setting("HUNT_WEBHOOK_MAX_BYTES", "1000000", "The largest JSON envelope a webhook receives whole; a bigger result "
             "goes to a blob and the webhook gets a link to it (results_url)"),
@@ -198,6 +200,7 @@ class Settings:
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     api_inline_max_bytes: int = 1_000_000
     api_audience: str | None = None
+    schedules_dir: str | None = None
     api_auth_level: str = "function"
     api_callers: tuple[ApiCaller, ...] = ()
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)   # empty: the home tenant only
@@ -369,6 +372,7 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
         api_keys=_api_keys(read, tenants), api_inline_max_bytes=read.positive_int("HUNT_API_INLINE_MAX_BYTES"),
         api_audience=_api_audience(read, tenant_id), api_callers=_api_callers(read, tenants),
         api_auth_level=read.choice("HUNT_API_AUTH_LEVEL", ("function", "anonymous")),
+        schedules_dir=read.get("HUNT_SCHEDULES_DIR"),
         default_tenant=default_tenant,
         split_min_seconds=read.duration("HUNT_SPLIT_MIN", 0.001, 30 * 86400, " (a part of the 30-day data window)"),
         split_max_parts=read.positive_int("HUNT_SPLIT_MAX_PARTS"),
