@@ -116,7 +116,7 @@ def test_the_rows_of_six_consecutive_slots_are_the_rows_of_one_hunt_over_their_u
                                                                                  row_cap=10**9).rows]
     assert sorted(delivered) == sorted(expected) and len(expected) > 20
     assert max(delivered.values()) == 1   # contiguous, no overlap: each row in one slot
-    assert [d["slot"] for d in documents][0] == f"{start.isoformat()}/{(start + timedelta(hours=1)).isoformat()}" \
+    assert next(d["slot"] for d in documents) == f"{start.isoformat()}/{(start + timedelta(hours=1)).isoformat()}" \
         .replace("+00:00", "Z")
     assert {d["schedule"] for d in documents} == {"hourly"}
     assert documents[0]["timespan"] == f"{format_ticks(ticks_of(start))}/" \
