@@ -155,5 +155,5 @@ def test_a_broken_schedule_file_stops_the_scheduler_naming_the_file_and_field(re
 
     write(tmp_path, "broken", every="PT1M")
     with pytest.raises(ScheduleError) as refused:
-        relay_for(relay_stack, tmp_path).scheduler
+        relay_for(relay_stack, tmp_path).scheduler.run_once()
     assert "broken.json: every" in str(refused.value)
