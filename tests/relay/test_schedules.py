@@ -157,3 +157,26 @@ def test_a_broken_schedule_file_stops_the_scheduler_naming_the_file_and_field(re
     with pytest.raises(ScheduleError) as refused:
         relay_for(relay_stack, tmp_path).scheduler.run_once()
     assert "broken.json: every" in str(refused.value)
+
+
+def test_a_schedule_for_every_tenant_enqueues_one_hunt_per_tenant_under_its_own_id(relay_stack: RelayStack,
+                                                                                  tmp_path: Path):
+    from shared.app.config import load_settings
+    from shared.app.relay import Relay
+
+    (tmp_path / "fan-out.json").write_text(json.dumps({"every": "PT1H", "tenants": "*", "query": QUERY}))
+    tenants = {name: {"tenant_id": f"3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c70{n:02d}", "auth": "federated",
+                      "client_id": "app", "destinations": [f"{name}-results"]}
+               for n, name in enumerate(("contoso", "fabrikam"))}
+    destinations = {f"{name}-results": {"type": "blob", "container": f"{name}-results-x"} for name in tenants}
+    relay = Relay(load_settings(relay_stack.env(HUNT_SCHEDULES_DIR=str(tmp_path), HUNT_API="graph",
+                                                HUNT_TENANTS=json.dumps(tenants),
+                                                HUNT_DESTINATIONS=json.dumps(destinations))))
+    relay.ensure_resources()
+
+    [contoso, fabrikam] = relay.scheduler.run_once()
+
+    assert (contoso.tenant, fabrikam.tenant) == ("contoso", "fabrikam")
+    messages = [json.loads(m.content) for m in relay.hunt_queue.receive_messages(max_messages=10)]
+    assert sorted((m["tenant"], m["id"].rsplit("-", 1)[0]) for m in messages) == [
+        ("contoso", "fan-out-contoso"), ("fabrikam", "fan-out-fabrikam")]
