@@ -23,6 +23,7 @@ import requests
 logger = logging.getLogger(__name__)
 
 KEYS_LIFETIME_SECONDS = 3600.0
+REFETCH_SECONDS = 60.0   # an unknown key id fetches the keys again at most this often (forged tokens cost nothing)
 LEEWAY_SECONDS = 60
 
 
@@ -67,8 +68,8 @@ class BearerValidator:
 
     def _key(self, kid: str) -> Any:
         with self._lock:
-            stale = self._fetched_at is None or self._monotonic() - self._fetched_at > KEYS_LIFETIME_SECONDS
-            if stale or kid not in self._keys:
+            age = None if self._fetched_at is None else self._monotonic() - self._fetched_at
+            if age is None or age > KEYS_LIFETIME_SECONDS or (kid not in self._keys and age > REFETCH_SECONDS):
                 self._fetch()
             return self._keys.get(kid)
 
@@ -79,6 +80,9 @@ class BearerValidator:
             keys = jwt.PyJWKSet.from_dict(reply.json())
         except (requests.RequestException, ValueError, jwt.PyJWTError) as error:
             logger.warning("the authority's signing keys could not be fetched (%s)", type(error).__name__)
+            if self._fetched_at is None:
+                return
+            self._fetched_at = self._monotonic()   # keep the keys we have; try again after REFETCH_SECONDS
             return
         self._keys = {str(key.key_id): key.key for key in keys.keys}
         self._fetched_at = self._monotonic()

@@ -31,17 +31,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import create_if_missing
 from shared.core.hunt_request import HuntRequest
 from shared.core.job_states import FINISHED, HOME_PARTITION, JobState, partition_of, state_of
-from shared.core.outcome import MessageInfo, Outcome
+from shared.core.outcome import Cause, MessageInfo, Outcome
 
 logger = logging.getLogger(__name__)
 
 SWEEP_CHANCE = 0.01
+MAX_PARTITIONS_IN_FILTER = 10   # Table storage allows 15 comparisons in a filter; more tenants filter here
+_CLEARED = {"next_attempt_at": "", "location": "", "error_code": ""}
 MAX_CONFLICTS = 10
 
 
@@ -104,8 +106,10 @@ class JobLedger:
     def list(self, tenants: list[str | None], *, status: str | None, since: datetime | None, page_size: int,
              continuation: str | None) -> tuple[list[JobRecord], str | None]:
         """One page of the tenants' jobs, newest partition order; the token continues where the page ended."""
-        parts = [f"PartitionKey eq '{partition_of(t)}'" for t in tenants]
-        filters = ["(" + " or ".join(parts) + ")", "expires_at ge @now"]
+        partitions = {partition_of(t) for t in tenants}
+        filters = ["expires_at ge @now"]
+        if len(partitions) <= MAX_PARTITIONS_IN_FILTER:
+            filters.insert(0, "(" + " or ".join(f"PartitionKey eq '{p}'" for p in sorted(partitions)) + ")")
         parameters: dict[str, Any] = {"now": self._clock()}
         if status is not None:
             filters.append("status eq @status")
@@ -117,7 +121,7 @@ class JobLedger:
                                            results_per_page=page_size).by_page(
             continuation_token=_decode_token(continuation))
         page: list[Any] = list(next(pages, []))
-        records = [_record(entity) for entity in page]
+        records = [_record(entity) for entity in page if entity["PartitionKey"] in partitions]
         token = getattr(pages, "continuation_token", None)
         return records, _encode_token(token) if token else None
 
@@ -168,11 +172,14 @@ class JobLedger:
                 current = self._table.get_entity(partition, request.id)
             except ResourceNotFoundError:
                 continue
-            if current.get("status") == "cancelled":
+            same_request = current.get("request_sha256") == update["request_sha256"]
+            if current.get("status") == "cancelled" and same_request:
                 return False
-            try:
-                self._table.update_entity(update, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
+            try:   # another request under this id (not the one cancelled or submitted) starts the entity afresh
+                fresh = {**update, **_CLEARED, "submitted_at": request.first_enqueued_at or now}
+                self._table.update_entity(update if same_request else fresh, etag=current.metadata[
+                    "etag"], mode=UpdateMode.MERGE if same_request else UpdateMode.REPLACE,
+                    match_condition=MatchConditions.IfNotModified)
                 return True
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
@@ -197,15 +204,18 @@ class JobLedger:
                 continue
         return self.get(tenant, job_id)
 
-    def record(self, tenant: str | None, job_id: str, state: JobState) -> None:
+    def record(self, tenant: str | None, job_id: str, state: JobState, *, only_if_absent: bool = False) -> None:
+        """The state after a handled message. Fields a state does not have are cleared (a merge keeps what it is
+        not given). `only_if_absent`: a message that was not a valid hunt never overwrites a job's entity."""
         now = self._clock()
         entity: dict[str, Any] = {"PartitionKey": partition_of(tenant), "RowKey": job_id, "status": state.status,
                                   "updated_at": now, "expires_at": now + self._retention,
-                                  "next_attempt_at": state.next_attempt_at}
-        if state.location is not None:
-            entity["location"] = state.location
-        if state.error_code is not None:
-            entity["error_code"] = state.error_code
+                                  "next_attempt_at": state.next_attempt_at or "", "location": state.location or "",
+                                  "error_code": state.error_code or ""}
+        if only_if_absent:
+            with contextlib.suppress(ResourceExistsError):
+                self._table.create_entity(entity)
+            return
         self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
         if self._rand() < SWEEP_CHANCE:
             self._sweep(entity["PartitionKey"], now)
@@ -219,14 +229,23 @@ class JobLedger:
 
 
 class LedgerObserver:
-    """The outcome of every handled message, as the ledger's state of its job (shared.core.outcome.Observer)."""
+    """The outcome of every handled message, as the ledger's state of its job (shared.core.outcome.Observer).
+    A write that fails is tried once more: a lost terminal state would leave the job `running` to its pollers."""
 
     def __init__(self, ledger: JobLedger, clock: Callable[[], datetime]) -> None:
         self._ledger = ledger
         self._clock = clock
 
     def __call__(self, outcome: Outcome, message: MessageInfo) -> None:
-        self._ledger.record(outcome.tenant, outcome.job_id, state_of(outcome, self._clock()))
+        rejected = outcome.cause in (Cause.REJECTED,) or outcome.error_code == "Unreadable"
+        for tries_left in (1, 0):
+            try:
+                self._ledger.record(outcome.tenant, outcome.job_id, state_of(outcome, self._clock()),
+                                    only_if_absent=rejected)
+                return
+            except AzureError:
+                if not tries_left:
+                    raise
 
 
 def _record(entity: Any) -> JobRecord:
@@ -236,8 +255,8 @@ def _record(entity: Any) -> JobRecord:
         tenant=None if partition == HOME_PARTITION else partition, id=str(entity["RowKey"]),
         status=str(entity.get("status")), updated_at=_as_datetime(entity.get("updated_at")) or datetime.now(UTC),
         submitted_at=_as_datetime(entity.get("submitted_at")),
-        next_attempt_at=_as_datetime(entity.get("next_attempt_at")), location=entity.get("location"),
-        error_code=entity.get("error_code"), api=entity.get("api"),
+        next_attempt_at=_as_datetime(entity.get("next_attempt_at")), location=entity.get("location") or None,
+        error_code=entity.get("error_code") or None, api=entity.get("api"),
         attempts=int(attempts) if isinstance(attempts, int) else None, request_sha256=entity.get("request_sha256"))
 
 

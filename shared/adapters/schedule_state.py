@@ -56,14 +56,19 @@ class ScheduleState:
             return None
         return datetime.fromisoformat(json.loads(data)["end"])
 
-    def has_other_series(self, schedule: str, tenant: str | None, series: str) -> bool:
-        """Whether the schedule ran before under another series (its every, cron or start changed)."""
+    def latest_other_watermark(self, schedule: str, tenant: str | None, series: str) -> datetime | None:
+        """The latest slot end any other series of the schedule enqueued (its every, cron or start changed)."""
         prefix = f"{PREFIX}{schedule}/{tenant or HOME_PARTITION}/"
-        return any(b.name.endswith("/watermark.json") and not b.name.startswith(prefix + series + "/")
-                   for b in self._state.list_blobs(name_starts_with=prefix))
+        ends = []
+        for blob in self._state.list_blobs(name_starts_with=prefix):
+            if blob.name.endswith("/watermark.json") and not blob.name.startswith(prefix + series + "/"):
+                data = self._state.download_blob(blob.name).readall()
+                ends.append(datetime.fromisoformat(json.loads(data)["end"]))
+        return max(ends, default=None)
 
-    def advance(self, schedule: str, tenant: str | None, series: str, end: datetime) -> None:
-        """Moves the watermark to `end` unless it is already there or later (If-Match, retried on a race)."""
+    def advance(self, schedule: str, tenant: str | None, series: str, end: datetime, *, replace: bool = False) -> None:
+        """Moves the watermark to `end` unless it is already there or later (If-Match, retried on a race);
+        `replace`: a series that starts again (a schedule changed back) sets it whatever it was."""
         blob = self._state.get_blob_client(self.folder(schedule, tenant, series) + "watermark.json")
         document = dumps({"end": end.isoformat()})
         for _ in range(10):
@@ -75,7 +80,7 @@ class ScheduleState:
                     return
                 except ResourceExistsError:
                     continue
-            if datetime.fromisoformat(json.loads(current.readall())["end"]) >= end:
+            if not replace and datetime.fromisoformat(json.loads(current.readall())["end"]) >= end:
                 return
             try:
                 blob.upload_blob(document, overwrite=True, content_settings=_JSON, etag=current.properties.etag,
@@ -108,11 +113,13 @@ class ScheduleState:
         self._state.get_blob_client(f"{self.folder(schedule, tenant, series)}slots/{label}.json").upload_blob(
             dumps({"state": "enqueued", "at": now.isoformat()}), overwrite=True, content_settings=_JSON)
 
-    def skipped(self, schedule: str, tenant: str | None, labels: list[str], now: datetime, why: str) -> str:
-        name = f"{scope_of(tenant)}schedules-skipped/{schedule}/{labels[0]}--{labels[-1]}.json"
+    def skipped(self, schedule: str, tenant: str | None, first: str, last: str, count: int, now: datetime,
+                why: str, labels: list[str]) -> str:
+        """The record of slots (or a time range, count 0) that are not hunted; `labels` lists them when few."""
+        name = f"{scope_of(tenant)}schedules-skipped/{schedule}/{first}--{last}.json"
         write_json_create_only(self._dead.get_blob_client(name), {
-            "schedule": schedule, "tenant": tenant, "slots": labels, "count": len(labels), "reason": why,
-            "recorded_at": now.isoformat()})
+            "schedule": schedule, "tenant": tenant, "first": first, "last": last, "count": count, "slots": labels,
+            "reason": why, "recorded_at": now.isoformat()})
         return f"{self._dead.container_name}/{name}"
 
 

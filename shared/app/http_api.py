@@ -111,8 +111,9 @@ class HuntApi:
         except AzureError as error:
             logger.warning("http %s %s: storage failed (%s)", request.method, request.path.split("?")[0][:80],
                            type(error).__name__)
-            return _error(503, "StorageUnavailable", "the relay's storage did not answer; try again",
-                          retry_after=POLL_SECONDS)
+            return HttpResponse(503, dumps({"error": {"code": "StorageUnavailable", "message": "the relay's "
+                                              "storage did not answer; try again"}}),
+                                {"Content-Type": "application/json", "Retry-After": str(POLL_SECONDS)})
 
     def _route(self, request: HttpRequest) -> HttpResponse:
         path = request.path.split("?", 1)[0].rstrip("/")
@@ -144,8 +145,11 @@ class HuntApi:
             return self._bearer_caller(token.strip())
         keys = self._settings.api_keys
         if not keys:
-            if self._host_checked:
+            if self._host_checked and not self._settings.tenants:
                 return Caller(None)
+            if self._host_checked:   # a function key says nothing of tenants: the relay's own keys must
+                return _error(403, "Forbidden", "with HUNT_TENANTS, set HUNT_API_KEYS: each key names the tenants "
+                              "it may act for")
             return _error(401, "Unauthorized", "send a key (HUNT_API_KEYS) or an Entra ID bearer token "
                           "(HUNT_API_AUDIENCE)")
         given = request.header("x-functions-key") or request.query.get("code")
@@ -203,6 +207,9 @@ class HuntApi:
         now = self._relay.clock()
         try:
             body = message_json(request.body)
+            for relay_only in ("schedule", "slot"):
+                if relay_only in body:
+                    raise InvalidHuntRequest(relay_only, "is set by the relay's scheduler (do not set)")
             body.setdefault("id", uuid.uuid4().hex)
             text = dumps_text(body)
             hunt = decode_hunt_request(
@@ -220,6 +227,8 @@ class HuntApi:
         if hunt.tenant is not None and "tenant" not in body:   # the key's (or the default) tenant, made explicit
             body["tenant"] = hunt.tenant
             text = dumps_text(body)
+            if len(text.encode("utf-8")) > MAX_QUEUE_MESSAGE_BYTES:
+                return _error(413, "PayloadTooLarge", f"a hunt request is at most {MAX_QUEUE_MESSAGE_BYTES} bytes")
         record, created = self._jobs.submit(hunt, hunt.api)
         if not created:
             if record.request_sha256 != hunt.digest():

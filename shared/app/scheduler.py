@@ -24,7 +24,7 @@ from typing import Any
 from shared.adapters.schedule_state import ScheduleState
 from shared.core.errors import InvalidHuntRequest
 from shared.core.hunt_request import decode_hunt_request
-from shared.core.schedules import Schedule, ScheduleError, Slot, due_ends, job_id, parse_schedule
+from shared.core.schedules import Schedule, ScheduleError, Slot, due, job_id, parse_schedule
 from shared.core.settings import Settings
 from shared.core.strict_json import dumps_text
 
@@ -103,44 +103,66 @@ class Scheduler:
     def _run(self, schedule: Schedule, tenant: str | None, now: datetime) -> Ran:
         series = schedule.series
         watermark = self._state.watermark(schedule.name, tenant, series)
-        if watermark is None and self._state.has_other_series(schedule.name, tenant, series):
-            # every, cron or start changed: the new series starts at the next boundary, not with a past slot
-            latest = schedule.end_at_or_before(now)
-            if latest is not None:
-                self._state.advance(schedule.name, tenant, series, latest)
-            return Ran(schedule.name, tenant, [], [])
-        ends = due_ends(schedule, watermark=watermark, now=now)
+        before = self._state.latest_other_watermark(schedule.name, tenant, series)
+        if before is not None and (watermark is None or watermark < before):
+            return self._new_series(schedule, tenant, series, before, now)
+        found = due(schedule, watermark=watermark, now=now, keep=schedule.max_catch_up)
         skipped: list[str] = []
-        if len(ends) > schedule.max_catch_up:
-            cut = len(ends) - schedule.max_catch_up
-            skipped = [schedule.slot(end).label for end in ends[:cut]]
-            where = self._state.skipped(schedule.name, tenant, skipped, now, f"{len(skipped)} slots were due after "
-                                        f"downtime, more than max_catch_up ({schedule.max_catch_up}); the "
-                                        f"{schedule.max_catch_up} newest run, oldest first")
+        if found.skipped_count:
+            assert found.skipped_first is not None and found.skipped_last is not None
+            first, last = schedule.slot(found.skipped_first).label, schedule.slot(found.skipped_last).label
+            skipped = _labels(schedule, found.skipped_first, found.skipped_last, found.skipped_count)
+            where = self._state.skipped(
+                schedule.name, tenant, first, last, found.skipped_count, now,
+                f"{found.skipped_count + len(found.ends)} slots were due after downtime, more than max_catch_up "
+                f"({schedule.max_catch_up}): the {len(found.ends)} newest run, oldest first", skipped)
             logger.warning("schedule %s: %s slots skipped (beyond max_catch_up), recorded at %s", schedule.name,
-                           len(skipped), where)
-            self._state.advance(schedule.name, tenant, series, ends[cut - 1])
-            ends = ends[cut:]
+                           found.skipped_count, where)
+            self._state.advance(schedule.name, tenant, series, found.skipped_last)
         enqueued = []
-        for end in ends:
-            if not self._enqueue(schedule, tenant, series, end, now):
+        for end in found.ends:
+            result = self._enqueue(schedule, tenant, series, end, now)
+            if result == "held":
                 break   # another scheduler holds it: keep the order, come back next run
-            enqueued.append(schedule.slot(end).label)
+            if result == "sent":
+                enqueued.append(schedule.slot(end).label)
         return Ran(schedule.name, tenant, enqueued, skipped)
 
-    def _enqueue(self, schedule: Schedule, tenant: str | None, series: str, end: datetime, now: datetime) -> bool:
+    def _new_series(self, schedule: Schedule, tenant: str | None, series: str, before: datetime,
+                    now: datetime) -> Ran:
+        """every, cron or start changed (or changed back): the series starts at the next boundary. The time from
+        the last slot of the series before to the first of this one is recorded as not hunted, never lost."""
+        latest = schedule.end_at_or_before(now)
+        if latest is None or latest < before:
+            return Ran(schedule.name, tenant, [], [])
+        self._state.advance(schedule.name, tenant, series, latest, replace=True)
+        gap_end = latest - schedule.overlap
+        if gap_end > before:
+            self._state.skipped(schedule.name, tenant, before.strftime("%Y%m%dT%H%MZ"),
+                                gap_end.strftime("%Y%m%dT%H%MZ"), 0, now,
+                                f"the schedule's every, cron or start changed: [{before.isoformat()}, "
+                                f"{gap_end.isoformat()}) is not hunted; the new series starts at the next "
+                                "boundary", [])
+        logger.info("schedule %s: a new series starts after %s", schedule.name, latest.isoformat())
+        return Ran(schedule.name, tenant, [], [])
+
+    def _enqueue(self, schedule: Schedule, tenant: str | None, series: str, end: datetime, now: datetime,
+                 advance: bool = True) -> str:
+        """"sent" (this scheduler enqueued it), "already" (someone did), or "held" (another is on it)."""
         slot = schedule.slot(end)
         claim = self._state.claim(schedule.name, tenant, series, slot.label, now)
         if claim.enqueued:
-            self._state.advance(schedule.name, tenant, series, end)
-            return True
+            if advance:
+                self._state.advance(schedule.name, tenant, series, end)
+            return "already"
         if not claim.won:
-            return False
+            return "held"
         self._send(self.message(schedule, tenant, slot))
         self._state.enqueued(schedule.name, tenant, series, slot.label, now)
-        self._state.advance(schedule.name, tenant, series, end)
+        if advance:
+            self._state.advance(schedule.name, tenant, series, end)
         logger.info("schedule %s: enqueued slot %s", schedule.name, slot.label)
-        return True
+        return "sent"
 
     @staticmethod
     def message(schedule: Schedule, tenant: str | None, slot: Slot) -> str:
@@ -160,7 +182,11 @@ class Scheduler:
         end = schedule.end_at_or_before(now)
         done = []
         for tenant in self.tenants_of(schedule):
-            if end is not None and self._enqueue(schedule, tenant, schedule.series, end, now):
+            # The watermark moves only when this slot is the next one: slots before it stay due for the timer.
+            watermark = self._state.watermark(schedule.name, tenant, schedule.series)
+            contiguous = watermark is not None and schedule.next_end(watermark) == end
+            if end is not None and self._enqueue(schedule, tenant, schedule.series, end, now,
+                                                 advance=contiguous) != "held":
                 done.append(job_id(schedule.name, tenant, schedule.slot(end)))
         return done
 
@@ -177,3 +203,14 @@ class Scheduler:
                              "last_slot": schedule.slot(last).label if last else None,
                              "next_slot": schedule.slot(following).label if following else None})
         return rows
+
+
+def _labels(schedule: Schedule, first: datetime, last: datetime, count: int) -> list[str]:
+    """The skipped slots' labels, when they are few enough to list (at most 1,000); else only the range."""
+    if count > 1000:
+        return []
+    labels, end = [], first
+    while end <= last:
+        labels.append(schedule.slot(end).label)
+        end = schedule.next_end(end)
+    return labels

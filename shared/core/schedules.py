@@ -104,7 +104,9 @@ def parse_cron(text: str) -> Cron:
     values = [_cron_field(part, low, high, name) for part, (low, high), name in
               zip(parts, _CRON_RANGES, ("minute", "hour", "day-of-month", "month", "day-of-week"), strict=True)]
     weekdays = frozenset(v % 7 for v in values[4])
-    return Cron(values[0], values[1], values[2], values[3], weekdays, parts[2] == "*", parts[4] == "*")
+    # As Vixie cron reads them: a day field that starts with * (*, */2) is unrestricted for the OR rule.
+    return Cron(values[0], values[1], values[2], values[3], weekdays, parts[2].startswith("*"),
+                parts[4].startswith("*"))
 
 
 def _cron_field(text: str, low: int, high: int, name: str) -> frozenset[int]:
@@ -115,7 +117,12 @@ def _cron_field(text: str, low: int, high: int, name: str) -> frozenset[int]:
         if not match:
             raise ScheduleError(f"cron {name} {item!r} is not a number, range, list or step")
         first = low if match.group(1) == "*" else int(match.group(1))
-        last = (top if match.group(1) == "*" else first) if match.group(2) is None else int(match.group(2))
+        if match.group(2) is not None:
+            last = int(match.group(2))
+        elif match.group(1) == "*" or match.group(3) is not None:   # * and N/step run to the field's end
+            last = top
+        else:
+            last = first
         step = int(match.group(3) or 1)
         if not (low <= first <= top and low <= last <= top and first <= last and step >= 1):
             raise ScheduleError(f"cron {name} {item!r} is out of range {low}-{top}")
@@ -194,26 +201,53 @@ def job_id(schedule: str, tenant: str | None, slot: Slot) -> str:
     return f"{schedule}-{tenant or 'home'}-{slot.label}"
 
 
+@dataclass(frozen=True)
+class Due:
+    """The slots due now: the newest `keep` of them to run, oldest first, and the older ones beyond it."""
+
+    ends: list[datetime]
+    skipped_first: datetime | None = None
+    skipped_last: datetime | None = None
+    skipped_count: int = 0
+
+
 def due_ends(schedule: Schedule, *, watermark: datetime | None, now: datetime) -> list[datetime]:
-    """The ends of the slots due after `watermark` (the last slot end enqueued), oldest first, all of them (the
-    caller keeps at most max_catch_up). Without a watermark: from `start` when it is set, else just the latest
-    slot that has ended."""
+    """The ends of every slot due after `watermark`, oldest first (for tests and small catch-ups)."""
+    return due(schedule, watermark=watermark, now=now, keep=10_000).ends
+
+
+def due(schedule: Schedule, *, watermark: datetime | None, now: datetime, keep: int) -> Due:
+    """The slots due after `watermark` (the last slot end enqueued). Without a watermark: from `start` when it is
+    set, else just the latest slot that has ended. Beyond `keep`, the oldest are counted as skipped, however many
+    (a start years back is arithmetic, not a list)."""
     latest = schedule.end_at_or_before(now)
     if latest is None:
-        return []
-    if watermark is None:
-        if schedule.start is None or schedule.every is None:
-            return [latest]
-        end = schedule.start + schedule.every
-    else:
-        end = schedule.next_end(watermark)
+        return Due([])
+    if watermark is None and (schedule.start is None or schedule.every is None):
+        return Due([latest])
+    first = schedule.start + schedule.every if watermark is None and schedule.start and schedule.every \
+        else schedule.next_end(watermark) if watermark is not None else latest
+    if first > latest:
+        return Due([])
+    if schedule.every is not None:
+        count = (latest - first) // schedule.every + 1
+        kept = min(count, keep)
+        newest = [latest - (kept - 1 - n) * schedule.every for n in range(kept)]
+        if count > kept:
+            return Due(newest, first, newest[0] - schedule.every, count - kept)
+        return Due(newest)
     ends: list[datetime] = []
+    skipped, skipped_first, skipped_last = 0, None, None
+    end = first
     while end <= latest:
         ends.append(end)
+        if len(ends) > keep:
+            dropped = ends.pop(0)
+            skipped += 1
+            skipped_first = skipped_first or dropped
+            skipped_last = dropped
         end = schedule.next_end(end)
-        if len(ends) > 100_000:   # a far-past start: the caller keeps the last max_catch_up anyway
-            ends = ends[-10_000:]
-    return ends
+    return Due(ends, skipped_first, skipped_last, skipped)
 
 
 def parse_schedule(source: str, document: Any, *, stem: str) -> Schedule:
@@ -250,6 +284,8 @@ def parse_schedule(source: str, document: Any, *, stem: str) -> Schedule:
         shortest = every if every is not None else _shortest_cron_gap(cron)
     except ScheduleError as error:
         raise bad("cron", str(error)) from None
+    if shortest < MIN_EVERY:
+        raise bad("cron", "runs more often than every 5 minutes")
     if overlap > shortest:
         raise bad("overlap", "must be at most the time between two slots")
     if ("query" in document) == ("template" in document):
@@ -269,8 +305,8 @@ def parse_schedule(source: str, document: Any, *, stem: str) -> Schedule:
     if not isinstance(enabled, bool):
         raise bad("enabled", "must be true or false")
     catch_up = document.get("max_catch_up", 24)
-    if not isinstance(catch_up, int) or isinstance(catch_up, bool) or not 0 <= catch_up <= 10_000:
-        raise bad("max_catch_up", "must be a whole number from 0 to 10000")
+    if not isinstance(catch_up, int) or isinstance(catch_up, bool) or not 1 <= catch_up <= 10_000:
+        raise bad("max_catch_up", "must be a whole number from 1 to 10000")
     start = None
     if document.get("start") is not None:
         try:

@@ -370,7 +370,7 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
                              "table name (3-63 letters and digits)"),
         job_retention_seconds=read.duration("HUNT_JOB_RETENTION", 60, 365 * 86400),
         api_keys=_api_keys(read, tenants), api_inline_max_bytes=read.positive_int("HUNT_API_INLINE_MAX_BYTES"),
-        api_audience=_api_audience(read, tenant_id), api_callers=_api_callers(read, tenants),
+        api_audience=_api_audience(read, tenant_id), api_callers=_api_callers(read, tenants, tenant_id),
         api_auth_level=read.choice("HUNT_API_AUTH_LEVEL", ("function", "anonymous")),
         schedules_dir=read.get("HUNT_SCHEDULES_DIR"),
         default_tenant=default_tenant,
@@ -458,7 +458,10 @@ def _api_audience(read: _Reader, tenant_id: str | None) -> str | None:
     return audience
 
 
-def _api_callers(read: _Reader, tenants: Mapping[str, TenantConfig]) -> tuple[ApiCaller, ...]:
+def _api_callers(read: _Reader, tenants: Mapping[str, TenantConfig], tenant_id: str | None) -> tuple[ApiCaller, ...]:
+    if read.get("HUNT_API_AUDIENCE") and not read.get("HUNT_API_CALLERS"):
+        read.problems.append("HUNT_API_CALLERS is required with HUNT_API_AUDIENCE: the client ids of the apps that "
+                             "may call the API (any app of the tenant could get a token for the audience)")
     callers = []
     for entry in (read.get("HUNT_API_CALLERS") or "").split():
         app_id, _, scope = entry.partition(":")

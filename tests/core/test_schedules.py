@@ -105,3 +105,25 @@ def test_the_shipped_example_and_the_schema_agree_with_the_parser():
     jsonschema.validate({"cron": "0 * * * *", "template": "user-logons", "parameters": {}}, SCHEMA)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"every": "PT1H", "cron": "0 * * * *", "query": "x"}, SCHEMA)
+
+
+def test_cron_steps_and_day_fields_read_as_vixie_cron_reads_them():
+    assert sorted(parse_cron("5/15 * * * *").minutes) == [5, 20, 35, 50]
+    every_other_day_on_mondays = parse_cron("0 0 */2 * 1")   # a '*'-field is unrestricted: both must match
+    assert every_other_day_on_mondays.next_after(at("2027-01-01T00:00:00Z")).isoweekday() == 1
+    with pytest.raises(ScheduleError, match="more often than every 5 minutes"):
+        schedule(cron="*/2 * * * *")
+    with pytest.raises(ScheduleError, match="max_catch_up"):
+        schedule(every="PT1H", max_catch_up=0)
+
+
+def test_a_start_years_back_counts_its_skipped_slots_without_listing_them():
+    from shared.core.schedules import due
+
+    old = schedule(every="PT5M", start="2020-01-01T00:00:00Z")
+    found = due(old, watermark=None, now=at("2026-12-01T00:02:00Z"), keep=24)
+    assert len(found.ends) == 24 and found.ends[-1] == at("2026-12-01T00:00:00Z")
+    assert found.skipped_first == at("2020-01-01T00:05:00Z")
+    assert found.skipped_last == found.ends[0] - timedelta(minutes=5)
+    assert found.skipped_count + 24 == (at("2026-12-01T00:00:00Z") - at("2020-01-01T00:00:00Z")) // timedelta(
+        minutes=5)

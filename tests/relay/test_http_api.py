@@ -350,3 +350,46 @@ def test_bearer_tokens_are_checked_for_signature_issuer_audience_expiry_and_call
     }
     got = {name: bearer_post(bearer_front, token).status_code for name, (token, _) in cases.items()}
     assert got == {name: status for name, (_, status) in cases.items()}
+
+
+def test_relay_only_fields_are_refused_and_a_cancel_binds_to_its_own_request(front: Front):
+    refused = front.post(hunt(schedule="hourly", slot="2026-11-30T09:00:00Z/2026-11-30T10:00:00Z"))
+    assert (refused.status_code, refused.json()["error"]["field"]) == (400, "schedule")
+
+    # A caller submits and cancels under an id another producer then uses for another hunt: that one runs.
+    squatted = hunt()
+    front.post(squatted)
+    front.delete(f"/api/hunts/{squatted['id']}")
+    front.relay.hunt_queue.clear_messages()
+    front.relay.hunt_queue.send_message(json.dumps({**squatted, "query": "DeviceInfo | take 2"}))
+
+    assert [o.status for o in drain(front.relay).outcomes] == ["delivered"]
+
+
+def test_a_message_that_is_not_a_hunt_never_overwrites_a_job_s_ledger_entry(front: Front):
+    body = hunt()
+    front.post(body)
+    drain(front.relay)
+    front.relay.hunt_queue.send_message(json.dumps({"id": body["id"], "query": ""}))   # invalid, same id
+
+    assert [o.status for o in drain(front.relay).outcomes] == ["rejected"]
+    assert front.get(f"/api/hunts/{body['id']}").json()["status"] == "succeeded"
+
+
+def test_function_keys_say_nothing_of_tenants_so_a_relay_with_tenants_needs_its_own_keys(relay_stack: RelayStack):
+    from shared.app.http_api import HttpRequest
+
+    relay = relay_stack.make(HUNT_TENANTS=json.dumps({"contoso": {
+        "tenant_id": "3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7001", "auth": "federated", "client_id": "app",
+        "destinations": ["default"]}}))
+    reply = HuntApi(relay, host_checked=True).handle(HttpRequest("GET", "/api/hunts"))
+    assert reply.status == 403 and b"HUNT_API_KEYS" in reply.body
+
+
+def test_bearer_tokens_need_the_callers_listed():
+    from shared.app.config import load_settings
+    from shared.core.errors import SettingsError
+    from tests.core.test_settings import STORAGE
+
+    with pytest.raises(SettingsError, match="HUNT_API_CALLERS is required"):
+        load_settings({**STORAGE, "HUNT_API_AUDIENCE": "api://hunt-relay", "AZURE_TENANT_ID": "t"})

@@ -180,3 +180,42 @@ def test_a_schedule_for_every_tenant_enqueues_one_hunt_per_tenant_under_its_own_
     messages = [json.loads(m.content) for m in relay.hunt_queue.receive_messages(max_messages=10)]
     assert sorted((m["tenant"], m["id"].rsplit("-", 1)[0]) for m in messages) == [
         ("contoso", "fan-out-contoso"), ("fabrikam", "fan-out-fabrikam")]
+
+
+def test_run_now_leaves_the_slots_before_it_due_for_the_timer(relay_stack: RelayStack, tmp_path: Path):
+    clock = Clock(datetime(2026, 11, 30, 9, 7, tzinfo=UTC))
+    write(tmp_path, "quarterly", every="PT15M")
+    relay = relay_for(relay_stack, tmp_path, clock)
+    relay.scheduler.run_once()                    # 09:00
+    clock.now = datetime(2026, 11, 30, 10, 7, tzinfo=UTC)
+    relay.scheduler.run_now("quarterly")          # 10:00, out of turn
+    [ran] = relay.scheduler.run_once()
+
+    assert ran.enqueued == ["20261130T0915Z", "20261130T0930Z", "20261130T0945Z"]
+    assert sorted(queued_ids(relay)) == sorted(f"quarterly-home-20261130T{t}Z"
+                                              for t in ("0900", "0915", "0930", "0945", "1000"))
+
+
+def test_a_schedule_changed_and_changed_back_never_runs_a_slot_twice_and_records_the_gap(relay_stack: RelayStack,
+                                                                                       tmp_path: Path):
+    clock = Clock(datetime(2026, 11, 30, 9, 7, tzinfo=UTC))
+    write(tmp_path, "c", every="PT1H")
+    relay_for(relay_stack, tmp_path, clock).scheduler.run_once()            # 09:00 (PT1H)
+    write(tmp_path, "c", every="PT15M")
+    clock.now = datetime(2026, 11, 30, 9, 50, tzinfo=UTC)
+    quarter = relay_for(relay_stack, tmp_path, clock)
+    quarter.scheduler.run_once()                                            # a new series after 09:45
+    clock.now = datetime(2026, 11, 30, 10, 1, tzinfo=UTC)
+    quarter.scheduler.run_once()                                            # 10:00 (PT15M)
+    write(tmp_path, "c", every="PT1H")
+    clock.now = datetime(2026, 11, 30, 11, 1, tzinfo=UTC)
+    hourly = relay_for(relay_stack, tmp_path, clock)
+    hourly.scheduler.run_once()                                             # back to PT1H: a new start
+    clock.now = datetime(2026, 11, 30, 12, 1, tzinfo=UTC)
+    hourly.scheduler.run_once()
+
+    ids = queued_ids(hourly)
+    assert len(ids) == len(set(ids))
+    assert ids == ["c-home-20261130T0900Z", "c-home-20261130T1000Z", "c-home-20261130T1200Z"]
+    gaps = sorted(r["reason"] for r in relay_stack.dead_letters())
+    assert len(gaps) == 2 and all("changed" in reason for reason in gaps)
