@@ -52,6 +52,9 @@ def load_schedules(folder: Path, settings: Settings, now: datetime) -> list[Sche
         except (ValueError, UnicodeDecodeError) as error:
             raise ScheduleError(f"{path.name}: not valid JSON ({error})") from None
         schedule = parse_schedule(path.name, document, stem=path.stem)
+        if not schedule.enabled:   # a disabled schedule (the shipped example) is not held to this deployment
+            schedules.append(schedule)
+            continue
         tenants = schedule.tenants
         if tenants is not None and tenants != "*":
             unknown = [t for t in tenants if t not in settings.tenants]

@@ -219,3 +219,14 @@ def test_a_schedule_changed_and_changed_back_never_runs_a_slot_twice_and_records
     assert ids == ["c-home-20261130T0900Z", "c-home-20261130T1000Z", "c-home-20261130T1200Z"]
     gaps = sorted(r["reason"] for r in relay_stack.dead_letters())
     assert len(gaps) == 2 and all("changed" in reason for reason in gaps)
+
+
+def test_the_shipped_disabled_example_loads_in_a_relay_with_tenants_and_no_default(relay_stack: RelayStack):
+    from shared.app.config import load_settings
+    from shared.app.relay import Relay
+
+    tenants = {"contoso": {"tenant_id": "3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7001", "auth": "federated",
+                           "client_id": "app", "destinations": ["default"]}}
+    relay = Relay(load_settings(relay_stack.env(HUNT_API="graph", HUNT_TENANTS=json.dumps(tenants))))
+    relay.ensure_resources()
+    assert relay.scheduler.run_once() == []   # the example is disabled: nothing runs, nothing fails
