@@ -40,6 +40,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +80,29 @@ class Result:
         return self.throttled / self.calls if self.calls else 0.0
 
 
+def run_workers(env: dict[str, str], args: argparse.Namespace, logs: Path, done: Callable[[], bool]) -> None:
+    """`--workers` worker processes until `done()` (or `--timeout`), then SIGTERM each (a kill after 60 s)."""
+    workers = []
+    for n in range(args.workers):
+        with (logs / f"worker-{n}.log").open("wb") as log:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "shared", "worker", "--concurrency", str(args.concurrency)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and not done():
+            time.sleep(0.5)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+
+
 def hunting_calls(stack: LocalStack) -> Counter[int]:
     """Answers of the hunting endpoint (mde), by status."""
     state = requests.get(stack.api + "/_sandbox/state", timeout=30).json()
@@ -101,27 +125,7 @@ def run(stack: LocalStack, mode: str, args: argparse.Namespace) -> Result:
 
     logs = Path(tempfile.mkdtemp(prefix=f"bench-quota-{mode}-"))
     started = time.time()
-    workers = []
-    for n in range(args.workers):
-        with (logs / f"worker-{n}.log").open("wb") as log:
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "shared", "worker", "--concurrency", str(args.concurrency)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-    try:
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            if len(stack.blob_names(container)) >= args.hunts:
-                break
-            time.sleep(0.5)
-    finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+    run_workers(env, args, logs, lambda: len(stack.blob_names(container)) >= args.hunts)
 
     blobs = list(stack.blobs().get_container_client(container).list_blobs())
     created = {b.name: b.creation_time for b in blobs}
@@ -199,25 +203,7 @@ def run_tenants(stack: LocalStack, args: argparse.Namespace) -> list[TenantResul
     total = sum(counts.values())
     started = time.time()
     logs = Path(tempfile.mkdtemp(prefix="bench-quota-tenants-"))
-    workers = []
-    for n in range(args.workers):
-        with (logs / f"worker-{n}.log").open("wb") as log:
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "shared", "worker", "--concurrency", str(args.concurrency)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-    try:
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline and len(stack.blob_names(container)) < total:
-            time.sleep(0.5)
-    finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+    run_workers(env, args, logs, lambda: len(stack.blob_names(container)) >= total)
     print(f"  (tenants: worker logs in {logs})", file=sys.stderr)
     created = {b.name: b.creation_time for b in stack.blobs().get_container_client(container).list_blobs()}
     counters = requests.get(admin + "state", timeout=30).json()["counters"]

@@ -205,11 +205,7 @@ class HuntProcessor:
         if isinstance(reply, ApiReply):
             return self._answer(job, reply)
         try:
-            return self._deliver(job, reply)
-        except StreamBroken as error:
-            return self._retry(job, TransientFault(str(error)))
-        except DeliveryRefused as error:   # a result too big for its destination, and no link can be signed
-            return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", str(error)))
+            return self._deliver_or_retry(job, reply)
         finally:
             reply.close()
 
@@ -263,8 +259,13 @@ class HuntProcessor:
             return self._retry(job, SplitContinues(step.reason))
         if isinstance(step, ApiReply):
             return self._answer(job, step)
+        return self._deliver_or_retry(job, step)
+
+    def _deliver_or_retry(self, job: Job, stream: RowStream) -> Outcome:
+        """The result to the destination; a stream that breaks on the way is retried, and a result too big for
+        its destination when no link can be signed is a failure."""
         try:
-            return self._deliver(job, step)
+            return self._deliver(job, stream)
         except StreamBroken as error:
             return self._retry(job, TransientFault(str(error)))
         except DeliveryRefused as error:
