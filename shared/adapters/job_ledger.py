@@ -105,7 +105,8 @@ class JobLedger:
 
     def list(self, tenants: list[str | None], *, status: str | None, since: datetime | None, page_size: int,
              continuation: str | None) -> tuple[list[JobRecord], str | None]:
-        """One page of the tenants' jobs, newest partition order; the token continues where the page ended."""
+        """One page of the tenants' jobs, in the table's order (partition, then id); the token continues where the
+        page ended."""
         partitions = {partition_of(t) for t in tenants}
         filters = ["expires_at ge @now"]
         if len(partitions) <= MAX_PARTITIONS_IN_FILTER:

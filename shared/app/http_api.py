@@ -41,7 +41,7 @@ from shared.core.hunt_request import ID_PATTERN, MAX_QUEUE_MESSAGE_BYTES, decode
 from shared.core.job_states import FINISHED, POLL_SECONDS, retry_after
 from shared.core.settings import ApiKey
 from shared.core.strict_json import dumps, dumps_text
-from shared.core.tenants import TENANT_NAME, scope_of
+from shared.core.tenants import TENANT_NAME, check_tenant, scope_of
 from shared.delivery.blob import BlobDestination
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class HuntApi:
                 default_tenant=(next(iter(caller.tenants)) if caller.tenants and len(caller.tenants) == 1
                                 else self._settings.default_tenant),
                 tenant_apis={n: t.api for n, t in self._settings.tenants.items() if t.api is not None})
-            self._relay.processor.check_tenant(hunt)
+            check_tenant(hunt.tenant, self._settings.tenants)
         except InvalidHuntRequest as error:
             return _error(400, "InvalidHuntRequest", error.reason, field=error.field)
         if hunt.dropped:

@@ -53,7 +53,7 @@ from shared.core.routing import is_retired_answer, retired_warning, route, split
 from shared.core.rows import RowStream
 from shared.core.settings import Settings
 from shared.core.splitting import SPLIT_HINT, refusal
-from shared.core.tenants import TenantConfig
+from shared.core.tenants import TenantConfig, check_tenant
 from shared.delivery.base import Delivered, MessageSink, NotNow, Refused, Sink, StreamSink
 from shared.delivery.pending import Kept, PendingDeliveries, Sent
 from shared.delivery.targets import Target, resolve_destination
@@ -123,19 +123,8 @@ class HuntProcessor:
             message.raw, message_id=message.message_id, default_api=self._settings.api, now=self._clock(),
             mark=self._mark, default_tenant=self._settings.default_tenant,
             tenant_apis={name: t.api for name, t in self._settings.tenants.items() if t.api is not None})
-        self.check_tenant(request)
+        check_tenant(request.tenant, self._settings.tenants)
         return request
-
-    def check_tenant(self, request: HuntRequest) -> None:
-        """InvalidHuntRequest when the hunt's tenant is not one of the relay's (or it needs one and has none)."""
-        tenants = self._settings.tenants
-        if request.tenant is None and tenants:
-            raise InvalidHuntRequest("tenant", f"is required: this relay hunts in the tenants {', '.join(tenants)} "
-                                     "and has no HUNT_DEFAULT_TENANT")
-        if request.tenant is not None and request.tenant not in tenants:
-            raise InvalidHuntRequest("tenant", f"unknown tenant {request.tenant!r}: " + (
-                f"this relay's tenants are {', '.join(tenants)}" if tenants else
-                "this relay has no HUNT_TENANTS; send the hunt without 'tenant'"))
 
     def _tenant(self, request: HuntRequest) -> TenantConfig | None:
         return None if request.tenant is None else self._settings.tenants[request.tenant]
@@ -154,16 +143,18 @@ class HuntProcessor:
         return value if isinstance(value, str) and value in self._settings.tenants else None
 
     def process(self, message: MessageInfo) -> Outcome:
-        outcome = self._process(message)
-        if outcome.tenant is None and self._settings.tenants:
-            return replace(outcome, tenant=self._tenant_named(_tenant_field(message.raw)))
-        return outcome
-
-    def _process(self, message: MessageInfo) -> Outcome:
+        """The message's Outcome, carrying the hunt's tenant (the observers key jobs by it)."""
         try:
             request = self._decode(message)
         except InvalidHuntRequest as error:
-            return self._end.reject(message, error, self._target, self._sink_for, tenant_of=self._tenant_named)
+            rejected = self._end.reject(message, error, self._target, self._sink_for, tenant_of=self._tenant_named)
+            if self._settings.tenants:   # the cold path: the message is read again for the tenant it names
+                return replace(rejected, tenant=self._tenant_named(_tenant_field(message.raw)))
+            return rejected
+        outcome = self._run(message, request)
+        return outcome if request.tenant is None else replace(outcome, tenant=request.tenant)
+
+    def _run(self, message: MessageInfo, request: HuntRequest) -> Outcome:
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
         if self._jobs is not None and not self._jobs.begin(request):
             logger.info("hunt %s: cancelled before it ran; completing the message", request.id)

@@ -73,11 +73,12 @@ class Relay:
         # Templates are parsed once at start; a malformed template stops the relay here, not mid-hunt.
         self.templates = load_templates(Path(settings.templates_dir) if settings.templates_dir
                                         else DEFAULT_TEMPLATES_DIR)
-        self.gates = QuotaGates(table_service(settings, self.session).get_table_client(settings.gate_table),
+        tables = table_service(settings, self.session)   # one client for the gate's table and the ledger's
+        self.gates = QuotaGates(tables.get_table_client(settings.gate_table),
                                 settings, clock=clock, rand=rand) if settings.quota_gate else None
         # The job ledger: every hunt's state (shared.adapters.job_ledger), written by an observer and by the
         # processor as a hunt begins (which is also where a cancelled hunt stops).
-        self.jobs = JobLedger(table_service(settings, self.session).get_table_client(settings.jobs_table),
+        self.jobs = JobLedger(tables.get_table_client(settings.jobs_table),
                               clock=clock, retention_seconds=settings.job_retention_seconds) \
             if settings.job_ledger else None
         if self.jobs is not None:

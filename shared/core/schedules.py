@@ -55,11 +55,8 @@ class Cron:
     any_day: bool
     any_weekday: bool
 
-    def matches(self, moment: datetime) -> bool:
-        """Cron's rule for the days: when both day fields are restricted, either may match."""
-        return moment.minute in self.minutes and moment.hour in self.hours and self._day_matches(moment)
-
     def _day_matches(self, moment: datetime) -> bool:
+        """Cron's rule for the days: when both day fields are restricted, either may match."""
         if moment.month not in self.months:
             return False
         day, weekday = moment.day in self.days, (moment.isoweekday() % 7) in self.weekdays
@@ -153,9 +150,8 @@ class Schedule:
 
     def end_at_or_before(self, moment: datetime) -> datetime | None:
         """The end of the latest slot that has ended by `moment` (None: none has, before `start`)."""
-        if self.cron is not None:
-            end = self.cron.previous_at_or_before(moment)
-            return end if self.start is None or self.previous_end(end) >= self.start else None
+        if self.cron is not None:   # a cron schedule takes no start
+            return self.cron.previous_at_or_before(moment)
         assert self.every is not None
         origin = self.start or datetime(1970, 1, 1, tzinfo=UTC)
         if moment < origin + self.every:

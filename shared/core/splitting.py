@@ -55,7 +55,7 @@ _EVALUATE = re.compile(r"\|\s*evaluate\s+(?:hint\.\w+\s*=\s*\w+\s+)*([\w-]+)")
 _ROW_WINDOW = re.compile(r"(?<![\w.])(prev|next|row_number|row_cumsum|row_rank_dense|row_rank_min|row_window_session|"
                          r"toscalar|materialize)\s*\(")
 # Sources whose rows are not filtered by a Timespan: every part would return them all again.
-_UNTIMED_SOURCE = re.compile(r"(?:^|;|\(|\bunion\b[^;|]*?,?)\s*(print|datatable|range|externaldata|evaluate)\b")
+_UNTIMED_SOURCE = re.compile(r"(?:^|;|\(|\bunion\b[^;|]*?,?)\s*(print|datatable|range|externaldata)\b")
 # A subquery: `in (... | ...)`, `has_any (... | ...)`, or a tabular `let x = ... | ...;`
 _SUBQUERY = re.compile(r"(?:\bin~?|\bhas_any|\bhas_all)\s*\(\s*\(?[^()]*\|")
 _TABULAR_LET = re.compile(r"\blet\s+\w+\s*=\s*(?:view\s*\(\s*\)\s*\{)?[^;]*\|")
@@ -215,7 +215,7 @@ def refusal(query: str) -> str | None:
         return _refused(f"the query uses '{window.group(1)}()', whose value depends on rows outside the row's own "
                         "part")
     source = _UNTIMED_SOURCE.search(code.strip())
-    if source is not None and source.group(1) != "evaluate":
+    if source is not None:
         return _refused(f"the query reads '{source.group(1)}', whose rows no timespan filters: every part would "
                         "return them again")
     if _SUBQUERY.search(code) or _TABULAR_LET.search(code):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from shared.core.apis import API_NAMES, Api
+from shared.core.errors import InvalidHuntRequest
 
 TenantAuth = Literal["federated", "client_secret", "certificate"]
 TENANT_AUTHS: tuple[TenantAuth, ...] = ("federated", "client_secret", "certificate")
@@ -171,3 +172,15 @@ def _tenant(name: str, fields: dict[str, Any], where: str, setting: Callable[[st
                         webhook_allowed_hosts=frozenset(h.strip().lower() for h in hosts),
                         api=cast(Api, api) if api is not None else None, quota_windows=windows, secret=secret,
                         certificate_path=certificate, identity_client_id=identity)
+
+
+def check_tenant(tenant: str | None, tenants: Mapping[str, TenantConfig]) -> None:
+    """InvalidHuntRequest when a hunt's tenant is not one of the relay's, or it needs one and names none (the
+    default tenant already applied)."""
+    if tenant is None and tenants:
+        raise InvalidHuntRequest("tenant", f"is required: this relay hunts in the tenants {', '.join(tenants)} "
+                                 "and has no HUNT_DEFAULT_TENANT")
+    if tenant is not None and tenant not in tenants:
+        raise InvalidHuntRequest("tenant", f"unknown tenant {tenant!r}: " + (
+            f"this relay's tenants are {', '.join(tenants)}" if tenants else
+            "this relay has no HUNT_TENANTS; send the hunt without 'tenant'"))
