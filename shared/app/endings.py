@@ -163,7 +163,7 @@ class HuntEndings:
         gave up for having no attempts or age left has none left for this either (its dead-letter record stays
         the answer)."""
         assert self._pending is not None
-        decision = decide(DestinationNotNow(sent.reason, sent.retry_after), request, self._limits,
+        decision = decide(DestinationNotNow(sent.reason, sent.retry_after, sent.held), request, self._limits,
                           now=self._clock(), rand=self._rand, encode=self._encode)
         if isinstance(decision, GiveUp):
             logger.warning("hunt %s: the destination did not take the failure envelope (%s) and the hunt has no "

@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared.app.config import load_settings
-from shared.app.relay import Relay
+from shared.app.relay import Relay, relay_from_environment
 from shared.core.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
 @functools.cache
 def relay() -> Relay:
-    built = Relay(load_settings(os.environ))
+    built = relay_from_environment(os.environ)
     built.ensure_resources()
     return built
 

@@ -152,7 +152,8 @@ class HuntProcessor:
                 return replace(rejected, tenant=self._tenant_named(_tenant_field(message.raw)))
             return rejected
         outcome = self._run(message, request)
-        return outcome if request.tenant is None else replace(outcome, tenant=request.tenant)
+        return replace(outcome, tenant=request.tenant, attempt=request.attempt,
+                       first_enqueued_at=request.first_enqueued_at)
 
     def _run(self, message: MessageInfo, request: HuntRequest) -> Outcome:
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
@@ -348,12 +349,12 @@ class HuntProcessor:
         assert sink is not None
         if not isinstance(sink, MessageSink):
             delivered = sink.deliver_result(request, stream, self._clock)
-            return self._delivered(job, delivered.rows, delivered.location)
+            return self._delivered(job, delivered.rows, delivered.location, size=delivered.bytes)
         prepared = sink.prepare_result(request, stream, self._clock)
         rows = prepared.summary.row_count if prepared.summary else None
         sent = sink.send(request.id, prepared.body)
         if isinstance(sent, Delivered):
-            return self._delivered(job, rows, sent.location)
+            return self._delivered(job, rows, sent.location, size=len(prepared.body))
         if isinstance(sent, Refused):
             return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", sent.reason))
         if self._pending is None:
@@ -366,11 +367,13 @@ class HuntProcessor:
                 "Conflict", f"another request under the job id {request.id} waits for its delivery; this one "
                 "was not kept and the first is untouched", hint="give every distinct hunt its own id"),
                 record_key=f"{request.id}.conflict.{job.request.digest()[:16]}")
-        return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after), hint=self._kept_hint(request))
+        return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after, sent.held),
+                           hint=self._kept_hint(request))
 
-    def _delivered(self, job: Job, rows: int | None, location: str, note: str = "") -> Outcome:
+    def _delivered(self, job: Job, rows: int | None, location: str, note: str = "", *,
+                   size: int | None = None) -> Outcome:
         logger.info("hunt %s: delivered %s rows to %s%s", job.id, rows, location, f" ({note})" if note else "")
-        return Outcome(job.id, Cause.DELIVERED, note, job.ran.api, rows, location)
+        return Outcome(job.id, Cause.DELIVERED, note, job.ran.api, rows, location, bytes=size)
 
     def _redeliver(self, job: Job) -> Outcome:
         """A delivery-only copy: no gate, no API call; the kept body goes again to the hunt's own destination."""
@@ -395,9 +398,10 @@ class HuntProcessor:
             return self._end.fail(job.without_sink(), ErrorInfo("DeliveryRefused", sent.reason,
                                                                 hint=self._kept_hint(request)))
         if isinstance(sent, NotNow):
-            return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after), hint=self._kept_hint(request))
+            return self._retry(job, DestinationNotNow(sent.reason, sent.retry_after, sent.held),
+                           hint=self._kept_hint(request))
         self._pending.mark_sent(request, self._clock())
-        return self._delivered(job, kept.rows, sent.location, "delivery-only retry")
+        return self._delivered(job, kept.rows, sent.location, "delivery-only retry", size=len(kept.body))
 
     def _kept_hint(self, request: HuntRequest) -> str | None:
         if self._pending is None:

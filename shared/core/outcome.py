@@ -18,7 +18,9 @@ the copy enqueued or the record written. Pure values: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
 
@@ -56,6 +58,29 @@ class MessageInfo:
     dequeue_count: int | None = None
 
 
+AttributeValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Step:
+    """One timed step of a hunt's handling (`gate`, `token`, `api_call`, `delivery`): when it began and ended
+    (nanoseconds since the epoch) and what it did, in attributes that never hold secrets, rows or query text."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the relay handled the message, and its steps in order (recorded only while telemetry is on)."""
+
+    start_ns: int
+    end_ns: int
+    steps: tuple[Step, ...] = ()
+
+
 @dataclass(frozen=True)
 class Outcome:
     job_id: str
@@ -67,6 +92,10 @@ class Outcome:
     delay: float | None = None      # how long a requeued copy waits
     error_code: str | None = None   # failed, poison, rejected: the code in the dead-letter record
     tenant: str | None = None       # the customer tenant of the hunt (shared.core.tenants), when it has one
+    bytes: int | None = None        # delivered: the size of what the destination received
+    attempt: int | None = None      # the hunt's attempt (a valid hunt request)
+    first_enqueued_at: datetime | None = None
+    timing: Timing | None = None    # set by the relay while telemetry is on (shared.app.steps)
 
     @property
     def status(self) -> Status:

@@ -12,11 +12,13 @@ copy) or give up.
     SplitContinues         the same attempt (parts kept)     none: a split hunt that used this invocation's time
                                                              goes on from a copy (shared.app.split_hunts)
     DestinationNotNow      attempt + 1, delivery only        the destination's Retry-After, else the transient backoff
+      held by its breaker  the same attempt, delivery only   the circuit's cool-off (no call was made:
+                                                             shared.core.breaker)
 
 Then, for every cause, the limits, in this order:
-1. `max_attempts` (not for GateWait or SplitContinues: they spend no attempt), and `max_age_seconds`: a copy that
-   would run at or after the hunt's maximum age is not made. GiveUp("GaveUp", "gave up after N attempts over T;
-   last error: ...").
+1. `max_attempts` (not for GateWait, SplitContinues or a held delivery: they spend no attempt), and
+   `max_age_seconds`: a copy that would run at or after the hunt's maximum age is not made. GiveUp("GaveUp",
+   "gave up after N attempts over T; last error: ...").
 2. The visibility cap: a delay is at most `max_visibility_seconds` (below the queue message's 7-day time-to-live;
    the queue's own maximum visibility timeout is 7 days) and never negative. For a 429, `pause` is that delay
    before the hunt's own age shortens it: the quota gate pauses the whole fleet for what the service said, even
@@ -83,6 +85,7 @@ class DestinationNotNow:
 
     reason: str
     retry_after: float | None = None
+    held: bool = False   # the destination's circuit is open: it was not called
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,15 @@ def decide(cause: Cause, request: HuntRequest, limits: Limits, *, now: datetime,
     # The fleet's pause is the service's word, whatever this hunt's own age allows it.
     pause = delay if isinstance(cause, Throttled) else None
     delay = min(delay, remaining) if isinstance(cause, Throttled) else delay
-    spends_attempt = not isinstance(cause, GateWait | SplitContinues)
+    spends_attempt = not isinstance(cause, GateWait | SplitContinues) and \
+        not (isinstance(cause, DestinationNotNow) and cause.held)
     if (spends_attempt and request.attempt >= limits.max_attempts) or age + delay >= limits.max_age_seconds:
         return GiveUp(ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                           f"last error: {cause.reason}", hint=hint), pause)
     if isinstance(cause, GateWait | SplitContinues):
         copy = request
     elif isinstance(cause, DestinationNotNow):
-        copy = request.delivery_only().next_attempt(cause.reason)
+        copy = request.delivery_only() if cause.held else request.delivery_only().next_attempt(cause.reason)
     else:
         copy = request.next_attempt(cause.reason)
     text = encode(copy)

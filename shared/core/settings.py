@@ -94,6 +94,14 @@ SETTINGS: tuple[Setting, ...] = (
             "`status`/`wait` read it)"),
     Setting("HUNT_JOBS_TABLE", "huntjobs", "Storage table of the job ledger"),
     Setting("HUNT_JOB_RETENTION", "7d", "How long the ledger keeps a job after its last update (e.g. 1d, 7d)"),
+    Setting("HUNT_BREAKER", "true", "A circuit breaker per webhook and queue destination, shared by every instance: "
+            "an open one keeps results (delivery-only retries) without calling the destination"),
+    Setting("HUNT_BREAKER_TABLE", "huntbreakers", "Storage table of the circuit breakers"),
+    Setting("HUNT_BREAKER_FAILURES", "5", "Consecutive failed deliveries (within HUNT_BREAKER_WINDOW) that open a "
+            "destination's circuit"),
+    Setting("HUNT_BREAKER_WINDOW", "5m", "The time within which HUNT_BREAKER_FAILURES failures open the circuit"),
+    Setting("HUNT_BREAKER_COOL_OFF", "1m", "How long an open circuit waits before one probe delivery tries the "
+            "destination again"),
     Setting("HUNT_API_KEYS", None, "The HTTP API's keys: names of the settings that hold them, space-separated; with "
             "HUNT_TENANTS each as NAME:tenant1,tenant2 (or NAME:* for all)"),
     Setting("HUNT_API_AUDIENCE", None, "Accept Entra ID bearer tokens for this audience (the API's app ID URI, "
@@ -197,6 +205,11 @@ class Settings:
     job_ledger: bool = True
     jobs_table: str = "huntjobs"
     job_retention_seconds: float = 7 * 86400
+    breaker: bool = True
+    breaker_table: str = "huntbreakers"
+    breaker_failures: int = 5
+    breaker_window_seconds: float = 300.0
+    breaker_cool_off_seconds: float = 60.0
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     api_inline_max_bytes: int = 1_000_000
     api_audience: str | None = None
@@ -369,6 +382,12 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
         jobs_table=read.name("HUNT_JOBS_TABLE", re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}"),
                              "table name (3-63 letters and digits)"),
         job_retention_seconds=read.duration("HUNT_JOB_RETENTION", 60, 365 * 86400),
+        breaker=read.boolean("HUNT_BREAKER"),
+        breaker_table=read.name("HUNT_BREAKER_TABLE", re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}"),
+                                "table name (3-63 letters and digits)"),
+        breaker_failures=read.positive_int("HUNT_BREAKER_FAILURES"),
+        breaker_window_seconds=read.duration("HUNT_BREAKER_WINDOW", 1, 86400),
+        breaker_cool_off_seconds=read.duration("HUNT_BREAKER_COOL_OFF", 1, 86400),
         api_keys=_api_keys(read, tenants), api_inline_max_bytes=read.positive_int("HUNT_API_INLINE_MAX_BYTES"),
         api_audience=_api_audience(read, tenant_id), api_callers=_api_callers(read, tenants, tenant_id),
         api_auth_level=read.choice("HUNT_API_AUTH_LEVEL", ("function", "anonymous")),

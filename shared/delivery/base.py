@@ -44,6 +44,7 @@ from shared.delivery.links import ResultLinks
 class Delivered:
     location: str
     summary: ResultSummary | None = None
+    bytes: int | None = None   # what the destination stored, when the sink counts it
 
     @property
     def rows(self) -> int | None:
@@ -56,6 +57,8 @@ class NotNow:
 
     reason: str
     retry_after: float | None = None
+    status: int | None = None   # the destination's HTTP status, when it answered one
+    held: bool = False          # not called at all: its circuit breaker is open (shared.core.breaker)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class Refused:
     """The destination will never take it as configured (410 Gone, another 4xx, a missing queue, a refused URL)."""
 
     reason: str
+    status: int | None = None
+
+    @property
+    def gone(self) -> bool:
+        """The destination said it no longer exists (410): its circuit stays open until an operator closes it."""
+        return self.status == 410
 
 
 SendResult = Delivered | NotNow | Refused

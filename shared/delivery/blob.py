@@ -104,7 +104,7 @@ class BlobSink:
                                 content_encoding="gzip" if self._gzip else None)
         if not created:
             logger.info("hunt %s: %s already existed; kept the first result", request.id, name)
-        return Delivered(self.location(name), summary)
+        return Delivered(self.location(name), summary, writer.bytes_written)
 
     def deliver_failure(self, job_id: str, failed_envelope: dict[str, Any]) -> Delivered:
         name = self.failure_name(job_id)

@@ -25,6 +25,17 @@ class Target:
     destination: Destination
     inline: bool   # an inline URL from the message (allowlist applies), rather than a configured destination
     scope: str = ""   # the tenant's blob prefix (shared.core.tenants.scope_of)
+    tenant: str | None = None   # the customer tenant it belongs to (None: the home tenant)
+
+    @property
+    def breaker_key(self) -> str:
+        """The key of its circuit breaker (shared.adapters.breaker_table): per tenant and destination, an inline
+        URL per host."""
+        owner = self.tenant or "home"
+        if self.inline:
+            url = getattr(self.destination, "url", "")
+            return f"{owner}.inline.{(urlsplit(url).hostname or 'unknown').lower()}"
+        return f"{owner}.{self.destination.name}"
 
 
 def resolve_destination(name: str | None, settings: Settings, tenant: TenantConfig | None = None) -> Target | Refused:
@@ -56,7 +67,7 @@ def _for_tenant(name: str | None, settings: Settings, tenant: TenantConfig) -> T
     if name is None:
         name = tenant.destinations[0]
     if name in tenant.destinations:
-        return _configured(settings, name, tenant.scope)
+        return _configured(settings, name, tenant)
     if name.lower().startswith(("https://", "http://")):
         try:
             host = (urlsplit(name).hostname or "").lower()
@@ -66,13 +77,15 @@ def _for_tenant(name: str | None, settings: Settings, tenant: TenantConfig) -> T
             return Refused(f"inline webhook host {host!r} is not on tenant {tenant.name!r}'s webhook_allowed_hosts "
                            "(HUNT_TENANTS)")
         return Target(WebhookDestination("inline", name, secrets=settings.inline_webhook_secrets), inline=True,
-                      scope=tenant.scope)
+                      scope=tenant.scope, tenant=tenant.name)
     # Another tenant's destination is refused like an unknown one: the message learns no other tenant's names.
     return Refused(f"destination {name[:64]!r} is not one of tenant {tenant.name!r}'s destinations: {own}")
 
 
-def _configured(settings: Settings, name: str, scope: str = "") -> Target | Refused:
+def _configured(settings: Settings, name: str, tenant: TenantConfig | None = None) -> Target | Refused:
     destination = settings.destinations[name]
     if not isinstance(destination, Destination):   # parsed by a type that builds no sink: a registry bug
         return Refused(f"destination {name!r} of type {destination.type!r} cannot be built")
-    return Target(destination, inline=False, scope=scope)
+    if tenant is None:
+        return Target(destination, inline=False)
+    return Target(destination, inline=False, scope=tenant.scope, tenant=tenant.name)

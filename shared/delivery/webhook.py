@@ -124,10 +124,11 @@ class WebhookSink:
         if 200 <= status < 300:
             return Delivered(self.location)
         if status == 410:
-            return Refused(f"webhook {self._name} answered 410 Gone: the endpoint no longer exists")
+            return Refused(f"webhook {self._name} answered 410 Gone: the endpoint no longer exists", status)
         if status == 429 or status >= 500:
             return NotNow(f"webhook {self._name} answered {status}",
-                          retry_after_from_headers(result.headers, self._clock()))
+                          retry_after_from_headers(result.headers, self._clock()), status)
         if 300 <= status < 400:
-            return Refused(f"webhook {self._name} answered a redirect ({status}); redirects are not followed")
-        return Refused(f"webhook {self._name} refused the delivery with HTTP {status}")
+            return Refused(f"webhook {self._name} answered a redirect ({status}); redirects are not followed",
+                           status)
+        return Refused(f"webhook {self._name} refused the delivery with HTTP {status}", status)

@@ -37,6 +37,7 @@ class RelayStack:
     gate_table: str = field(default_factory=lambda: "gate" + uuid.uuid4().hex[:12])
     state_container: str = field(default_factory=lambda: "state-" + uuid.uuid4().hex[:12])
     jobs_table: str = field(default_factory=lambda: "jobs" + uuid.uuid4().hex[:12])
+    breaker_table: str = field(default_factory=lambda: "breakers" + uuid.uuid4().hex[:12])
 
     def env(self, credential: str = "system_assigned", **extra: str) -> dict[str, str]:
         env = {
@@ -49,6 +50,7 @@ class RelayStack:
             "HUNT_GATE_TABLE": self.gate_table,
             "HUNT_STATE_CONTAINER": self.state_container,
             "HUNT_JOBS_TABLE": self.jobs_table,
+            "HUNT_BREAKER_TABLE": self.breaker_table,
             # Generous by default; quota tests set their own windows (and the sandbox's).
             "HUNT_QUOTA_WINDOWS": "1000/60s",
             # The pipeline's tests name their API; routing to Graph has its own (tests/relay/test_graph_first.py),
