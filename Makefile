@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := .make
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo setup lint typecheck unit bench clean
 
@@ -18,7 +19,14 @@ $(STAMP)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(STAMP)/venv $(STAMP)/npm
+# Debian's Chromium and ChromeDriver, for the ops page's browser test (tests/relay/test_ops_page.py).
+$(STAMP)/chromium:
+	@mkdir -p $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
+	@touch $@
+
+setup: $(STAMP)/venv $(STAMP)/npm $(STAMP)/chromium
 
 lint: $(STAMP)/venv
 	$(BIN)/ruff check .

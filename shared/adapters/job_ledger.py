@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,6 +125,23 @@ class JobLedger:
         records = [_record(entity) for entity in page if entity["PartitionKey"] in partitions]
         token = getattr(pages, "continuation_token", None)
         return records, _encode_token(token) if token else None
+
+    def updated_since(self, tenants: Sequence[str | None], since: datetime, *,
+                      limit: int = 10_000) -> tuple[JobRecord, ...]:
+        """The tenants' jobs updated since `since` (at most `limit`, in the table's order): what the ops page counts
+        by state."""
+        partitions = {partition_of(t) for t in tenants}
+        filters = ["updated_at ge @since", "expires_at ge @now"]
+        if len(partitions) <= MAX_PARTITIONS_IN_FILTER:
+            filters.insert(0, "(" + " or ".join(f"PartitionKey eq '{p}'" for p in sorted(partitions)) + ")")
+        found = []
+        for entity in self._table.query_entities(" and ".join(filters), parameters={"since": since,
+                                                                                   "now": self._clock()}):
+            if entity["PartitionKey"] in partitions:
+                found.append(_record(entity))
+                if len(found) >= limit:
+                    break
+        return tuple(found)
 
     # --- writing ---------------------------------------------------------------------------------------------
 

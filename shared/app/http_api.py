@@ -36,6 +36,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.adapters.bearer_tokens import BearerValidator, TokenRefused
 from shared.adapters.credentials import authority_for
 from shared.adapters.job_ledger import JobRecord
+from shared.app import ops_page, ops_view
 from shared.core.errors import InvalidHuntRequest
 from shared.core.hunt_request import ID_PATTERN, MAX_QUEUE_MESSAGE_BYTES, decode_hunt_request, message_json
 from shared.core.job_states import FINISHED, POLL_SECONDS, retry_after
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PREFIX = "/api/hunts"
+OPS_PATH = "/ops"   # the ops page (the portable server; shared.app.ops_page)
 STATUSES = ("queued", "running", "throttled", "retrying", "delivered", "failed", "poison", "cancelled")
 MAX_PAGE = 100
 
@@ -117,6 +119,8 @@ class HuntApi:
 
     def _route(self, request: HttpRequest) -> HttpResponse:
         path = request.path.split("?", 1)[0].rstrip("/")
+        if path == OPS_PATH:
+            return self._ops(request)
         if path != PREFIX and not path.startswith(PREFIX + "/"):
             return _error(404, "NotFound", f"no route {path[:80]!r}: the API is under {PREFIX}")
         job_id = path[len(PREFIX) + 1:] if path != PREFIX else None
@@ -138,6 +142,19 @@ class HuntApi:
         if request.method == "DELETE":
             return self._cancel(tenant, job_id)
         return self._status(tenant, job_id, request.base_url)
+
+    def _ops(self, request: HttpRequest) -> HttpResponse:
+        """The ops page (shared.app.ops_page), behind the API's own auth, showing the caller's tenants only."""
+        if request.method != "GET":
+            return HttpResponse(405, dumps({"error": {"code": "MethodNotAllowed", "message": "use GET"}}),
+                                {"Allow": "GET", "Content-Type": "application/json"})
+        caller = self._caller(request)
+        if isinstance(caller, HttpResponse):
+            return caller
+        page = ops_page.render(ops_view.snapshot(self._relay, caller.tenants))
+        return HttpResponse(200, page, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                                        "Content-Security-Policy": ops_page.CONTENT_SECURITY_POLICY,
+                                        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     def _caller(self, request: HttpRequest) -> Caller | HttpResponse:
         scheme, _, token = (request.header("authorization") or "").partition(" ")

@@ -155,6 +155,12 @@ class Relay:
                     for queue in (self.hunt_queue, self.poison_queue)]
 
         telemetry.watch("hunt_relay.queue.depth", depths)
+        gates = self.gates
+        if gates is not None:
+            telemetry.watch("hunt_relay.quota.calls_left", lambda: [
+                (window.left, {"hunt.api": usage.api, "hunt.tenant": usage.tenant or "home",
+                               "hunt.quota.window": f"{window.seconds}s"})
+                for usage in gates.usage() for window in usage.windows])
         breakers = self.breakers
         if breakers is not None:
             telemetry.watch("hunt_relay.breaker.open", lambda: [

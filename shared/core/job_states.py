@@ -25,6 +25,8 @@ from shared.core.outcome import Cause, Outcome
 
 JobStatus = Literal["queued", "running", "throttled", "retrying", "delivered", "failed", "poison", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"delivered", "failed", "poison", "cancelled"})
+STATUS_ORDER: tuple[JobStatus, ...] = ("queued", "running", "throttled", "retrying", "delivered", "failed", "poison",
+                                       "cancelled")
 POLL_SECONDS = 2   # what a poller of an unfinished hunt that has no next attempt is told to wait
 HOME_PARTITION = "_home"   # the home tenant's partition: no tenant name can be it (names hold no '_')
 

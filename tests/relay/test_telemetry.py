@@ -250,6 +250,10 @@ def test_the_gauges_read_queue_depth_and_open_circuits(relay_stack: RelayStack, 
              for attributes, value in exported.points("hunt_relay.queue.depth")}
     assert depth == {relay_stack.queue: 1, relay_stack.queue + "-poison": 0}
     assert exported.points("hunt_relay.breaker.open") == [({"hunt.destination": "home.hook"}, 1)]
+    assert exported.points("hunt_relay.quota.calls_left") == [
+        ({"hunt.api": "mde", "hunt.tenant": "home", "hunt.quota.window": "60s"}, 1000)]
+    assert handle(relay, hunt("counted-" + uuid.uuid4().hex[:6])).cause is Cause.DELIVERED
+    assert exported.points("hunt_relay.quota.calls_left")[0][1] == 999
 
 
 def test_the_exporter_is_chosen_by_the_environment_and_off_without_one():
