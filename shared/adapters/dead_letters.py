@@ -6,21 +6,29 @@ id when known, else the queue message id; written create-only, so a redelivered 
 record. A key that is not a safe blob name (a message id the relay did not make) is replaced by `msg-` and a hash
 of it; the record still holds the message id itself. The raw message is kept as text when it is UTF-8, else as
 base64.
+
+Operators read them back (`names`, `load`) and redrive them (shared.app.redrive), which moves a record aside with
+`put` and `remove`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
 import logging
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from azure.storage.blob import ContainerClient
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.adapters.blob_writer import write_json_create_only
 from shared.core.envelope import iso
+from shared.core.strict_json import dumps
 from shared.core.tenants import scope_of
 
 logger = logging.getLogger(__name__)
@@ -63,3 +71,46 @@ class DeadLetters:
         if not write_json_create_only(self._container.get_blob_client(name), record):
             logger.info("dead letter %s existed already; kept the first record", name)
         return f"{self._container.container_name}/{name}"
+
+    # --- reading back and moving aside (operators) ------------------------------------------------------------
+
+    def location(self, name: str) -> str:
+        return f"{self._container.container_name}/{name}"
+
+    def names(self, prefix: str = "") -> Iterator[str]:
+        """Every blob name under `prefix` (a tenant's scope, or the whole container), in name order; none when
+        the container does not exist yet."""
+        try:
+            for blob in self._container.list_blobs(name_starts_with=prefix or None):
+                yield str(blob.name)
+        except ResourceNotFoundError:
+            return
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        """A record as stored; None when it is gone or is not a JSON object."""
+        try:
+            data = self._container.get_blob_client(name).download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def put(self, name: str, document: dict[str, Any] | bytes, *, create_only: bool = True) -> bool:
+        """Writes a record (or, as bytes, a document kept beside it); False when `create_only` and it exists."""
+        data = document if isinstance(document, bytes) else dumps(document)
+        try:
+            self._container.get_blob_client(name).upload_blob(
+                data, overwrite=not create_only, content_settings=ContentSettings(content_type="application/json"))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def exists(self, name: str) -> bool:
+        return bool(self._container.get_blob_client(name).exists())
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.get_blob_client(name).delete_blob()

@@ -24,7 +24,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import create_if_missing
-from shared.core.quota import Admit, Wait, Window, admitted, counts_at, decide
+from shared.core.apis import API_NAMES
+from shared.core.quota import Admit, GateUsage, Wait, Window, admitted, counts_at, decide, gate_usage
 from shared.core.settings import Settings
 from shared.core.tenants import TenantConfig
 
@@ -105,12 +106,13 @@ def _as_datetime(value: Any) -> datetime | None:
 class QuotaGates:
     """One QuotaGate per API and tenant, over one table: the home tenant's (keyed by AZURE_TENANT_ID, with the
     relay's windows) and each customer tenant's (keyed `<api>-tenant-<name>`, with its own `quota`), so that one
-    tenant's budget and pauses never touch another's."""
+    tenant's budget and pauses never touch another's. `usage()` reads every gate for operators, changing nothing."""
 
     def __init__(self, table: TableClient, settings: Settings, *, clock: Callable[[], datetime],
                  rand: Callable[[], float]) -> None:
         self._table = table
         self._clock = clock
+        self._settings = settings
         self._windows = _windows(settings.quota_windows)
         self._home = re.sub(r"[^A-Za-z0-9-]", "-", settings.tenant_id or "tenant")
         self._gates: dict[tuple[str, str | None], QuotaGate] = {}
@@ -124,14 +126,43 @@ class QuotaGates:
         key = (api, None if tenant is None else tenant.name)
         with self._lock:
             if key not in self._gates:
-                if tenant is None:
-                    name, windows = f"{api}-{self._home}", self._windows
-                else:
-                    name = f"{api}-tenant-{tenant.name}"
-                    windows = _windows(tenant.quota_windows) if tenant.quota_windows else self._windows
+                name, windows = self._key_of(api, tenant)
                 self._gates[key] = QuotaGate(self._table, key=name, windows=windows, clock=self._clock,
                                              rand=self._rand)
             return self._gates[key]
+
+    def _key_of(self, api: str, tenant: TenantConfig | None) -> tuple[str, list[Window]]:
+        """The gate's entity key (PartitionKey) and its windows."""
+        if tenant is None:
+            return f"{api}-{self._home}", self._windows
+        return f"{api}-tenant-{tenant.name}", _windows(tenant.quota_windows) if tenant.quota_windows else self._windows
+
+    def usage(self) -> list[GateUsage]:
+        """Every gate as it holds now, read-only: each gate of the settings (the API hunts run on by default, for
+        the home tenant or, with HUNT_TENANTS, for each tenant), used or not, and every other gate that has an
+        entity (another API, a tenant removed). Home first, then tenants by name; APIs in their order."""
+        now = self._clock()
+        try:
+            entities = {str(e["PartitionKey"]): dict(e) for e in self._table.query_entities(
+                "RowKey eq @row", parameters={"row": STATE_ROW})}
+        except ResourceNotFoundError:   # no table yet: no gate has admitted a call
+            entities = {}
+        tenants: list[TenantConfig | None] = [None, *sorted(self._settings.tenants.values(), key=lambda t: t.name)]
+        default = {None if t is None else t.name: (t.api if t is not None and t.api else self._settings.api)
+                   for t in tenants}
+        found: list[GateUsage] = []
+        for tenant in tenants:
+            name = None if tenant is None else tenant.name
+            for api in API_NAMES:
+                key, windows = self._key_of(api, tenant)
+                always = api == default[name] and (tenant is not None or not self._settings.tenants)
+                if always or key in entities:
+                    found.append(gate_usage(entities.pop(key, {}), windows, now, api=api, tenant=name, key=key))
+        for key, state in sorted(entities.items()):   # gates no setting names any more
+            api, _, rest = key.partition("-")
+            stale = rest[len("tenant-"):] if rest.startswith("tenant-") else None
+            found.append(gate_usage(state, self._windows, now, api=api, tenant=stale, key=key, configured=False))
+        return found
 
     def admit(self, api: str, tenant: TenantConfig | None = None) -> Admit | Wait:
         return self._gate(api, tenant).admit()

@@ -4,6 +4,10 @@
     grant-permission --principal-id ID [--api mde|m365d|graph]   grant the hunting role via Microsoft Graph
     enqueue  --query KQL [--id] [--api] [--destination] [--timespan] [--format] [--context JSON] [--base64]
              puts one hunt on the queue (validated first) and prints its job id
+    redrive  [--code C] [--tenant T] [--since D] [--until D] [--id J] [--all] [--kept] [--dry-run]
+             dead-lettered (and poisoned) hunts enqueued again under their own ids; --kept: kept deliveries sent again
+    quota    [--tenant T] [--json]   per tenant and API: each window's calls used and left, paused until
+    inspect  ID [--tenant T]         everything stored about one job, as JSON (shared.app.operator_commands)
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError
 
-from shared.app import grant_permission, job_commands, tenant_commands
+from shared.app import breaker_commands, grant_permission, job_commands, operator_commands, tenant_commands
 from shared.app.config import load_settings
 
 if TYPE_CHECKING:
@@ -65,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     grant_permission.configure_parser(grant)
     check = commands.add_parser("check-tenant", help="sign in as a customer tenant's app and report its roles")
     tenant_commands.configure_check_parser(check)
+    breaker_commands.configure_parser(commands.add_parser(
+        "breaker", help="the destinations' circuit breakers: list them, or close one"))
+    operator_commands.configure_redrive_parser(commands.add_parser(
+        "redrive", help="enqueue dead-lettered or poisoned hunts again under their own ids (or, with --kept, send "
+        "kept deliveries again)", description="Chooses dead-letter records by the filters (all of them must "
+        "match), and enqueues each chosen hunt again as a fresh first attempt under its own job id; the record "
+        "then moves to redriven/, so it is redriven once. Prints one JSON line per record. Start with --dry-run."))
+    operator_commands.configure_quota_parser(commands.add_parser(
+        "quota", help="calls used and left per tenant and API, and pauses, from the quota gate"))
+    operator_commands.configure_inspect_parser(commands.add_parser(
+        "inspect", help="everything stored about one job (ledger, blobs, dead letters, kept body) as JSON"))
     enqueue = commands.add_parser("enqueue", help="put a hunt on the queue and print its job id")
     source = enqueue.add_mutually_exclusive_group(required=True)
     source.add_argument("--query", help="the KQL")
@@ -116,12 +131,12 @@ def _param(text: str) -> tuple[str, object]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from shared.app.relay import Relay
+    from shared.app.relay import relay_from_environment
     from shared.app.worker import PortableWorker
 
     settings = load_settings(os.environ)
     logging.getLogger().setLevel(settings.log_level)
-    relay = Relay(settings)
+    relay = relay_from_environment(os.environ)
     relay.ensure_resources()
     server = None
     if args.serve:
@@ -174,11 +189,11 @@ def _schedule_loop(relay: Relay, stop: threading.Event) -> None:
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    from shared.app.relay import Relay
+    from shared.app.relay import relay_from_environment
 
     settings = load_settings(os.environ)
     logging.getLogger().setLevel(settings.log_level)
-    relay = Relay(settings)
+    relay = relay_from_environment(os.environ)
     relay.ensure_resources()
     if args.once:
         for ran in relay.scheduler.run_once():
@@ -211,11 +226,11 @@ def _schedules(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from shared.app.http_api import HuntApi
     from shared.app.http_server import ApiServer
-    from shared.app.relay import Relay
+    from shared.app.relay import relay_from_environment
 
     settings = load_settings(os.environ)
     logging.getLogger().setLevel(settings.log_level)
-    relay = Relay(settings)
+    relay = relay_from_environment(os.environ)
     relay.ensure_resources()
     server = ApiServer(HuntApi(relay), host=args.host, port=args.port)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -238,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return grant_permission.run(args)
         if args.command == "check-tenant":
             return tenant_commands.run_check(args)
+        if args.command == "breaker":
+            return breaker_commands.run(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "scheduler":
@@ -246,6 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _schedules(args)
         if args.command in ("status", "wait"):
             return job_commands.run(args)
+        if args.command == "redrive":
+            return operator_commands.run_redrive(args)
+        if args.command == "quota":
+            return operator_commands.run_quota(args)
+        if args.command == "inspect":
+            return operator_commands.run_inspect(args)
     except (HuntRelayError, ScheduleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

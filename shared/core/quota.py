@@ -8,15 +8,16 @@ The state (one table entity per API and tenant, shared.adapters.quota_table) hol
     w<seconds>_next     calls admitted in that window's last moments, counted in the next window as well: such a
                         call may reach the API only after the boundary, so it takes a slot on both sides
 
-`decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more call.
-The clock and the randomness are passed in.
+`decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more call;
+`gate_usage` is what an operator is shown (`python -m shared quota`, the ops page): per window, calls used and left
+and when it resets, and the pause. The clock and the randomness are passed in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 MAX_EDGE_SECONDS = 1.0   # how close to a window's end a call also counts in the next window
@@ -86,3 +87,55 @@ def admitted(state: Mapping[str, Any], windows: Sequence[Window], now: datetime)
         new[f"w{window.seconds}_calls"] = count + 1
         new[f"w{window.seconds}_next"] = carried + 1 if window.at_edge(now) else carried
     return new
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    """One call window of a gate as it holds at some moment."""
+
+    seconds: int
+    limit: int
+    used: int
+    left: int
+    resets_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "limit": self.limit, "used": self.used, "left": self.left,
+                "resets_at": _iso(self.resets_at)}
+
+
+@dataclass(frozen=True)
+class GateUsage:
+    """One gate (an API and a tenant; `tenant` None: the home tenant) as it holds at some moment. `configured`
+    False: an entity no gate of the current settings uses (a tenant removed, another home tenant id)."""
+
+    api: str
+    tenant: str | None
+    windows: tuple[WindowUsage, ...]
+    paused_until: datetime | None
+    key: str = ""
+    configured: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"api": self.api, "tenant": self.tenant, "key": self.key, "configured": self.configured,
+                "windows": [w.as_dict() for w in self.windows],
+                "paused_until": _iso(self.paused_until) if self.paused_until else None}
+
+
+def gate_usage(state: Mapping[str, Any], windows: Sequence[Window], now: datetime, *, api: str,
+               tenant: str | None, key: str = "", configured: bool = True) -> GateUsage:
+    """The gate's state (an empty mapping: a gate never used, its whole budget left) as an operator reads it at
+    `now`: a pause that has ended is None."""
+    counts = counts_at(state, windows, now)
+    usage = tuple(WindowUsage(w.seconds, w.limit, used, max(0, w.limit - used),
+                              datetime.fromtimestamp(w.start(now) + w.seconds, UTC))
+                  for w, used in zip(windows, counts, strict=True))
+    paused = state.get("paused_until")
+    if isinstance(paused, datetime) and paused.tzinfo is None:
+        paused = paused.replace(tzinfo=UTC)
+    return GateUsage(api, tenant, usage, paused if isinstance(paused, datetime) and paused > now else None, key,
+                     configured)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -5,6 +5,7 @@ it prepares the exact bytes once, then sends them (and sends them again).
 
     keep(request, body, rows)   before the delivery-only copy is enqueued (a crash may duplicate, never lose)
     load(request)               Kept(body, rows) | Sent() | Unusable(reason)
+    describe(job_id, tenant)    what is kept, without the body (rows are customer data): for operators
     mark_sent(request)          after a 2xx: the body is replaced by an empty marker, so that the same copy
                                 handled again (a worker that died before completing it) is a duplicate, not
                                 a failure; the marker expires with the container's lifecycle rule
@@ -139,3 +140,18 @@ class PendingDeliveries:
         except AzureError as error:
             logger.warning("hunt %s: could not clear the delivered body at %s (%s)", request.id,
                            self.location(request), type(error).__name__)
+
+    def describe(self, job_id: str, tenant: str | None = None) -> dict[str, object] | None:
+        """The kept body's facts, never its content: location, bytes, rows, kept_at, sent_at (a delivered body is
+        only its marker); None when nothing is kept for the job."""
+        name = pending_delivery_name(job_id, tenant)
+        try:
+            properties = self._container.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        metadata = properties.metadata or {}
+        rows, waiting, modified = metadata.get(_ROWS_KEY, ""), _SENT_KEY not in metadata, properties.last_modified
+        return {"location": f"{self._container.container_name}/{name}", "bytes": properties.size,
+                "rows": int(rows) if rows.isdigit() else None,
+                "kept_at": modified.isoformat().replace("+00:00", "Z") if modified and waiting else None,
+                "sent_at": metadata.get(_SENT_KEY), "waiting": waiting}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.adapters.quota_table import Admit, Wait, Window, admitted, counts_at, decide
+from shared.core.quota import WindowUsage, gate_usage
 
 NOW = datetime(2026, 11, 23, 12, 0, 42, tzinfo=UTC)   # 42 s into a minute, 42 s into an hour
 MINUTE, HOUR = Window(60, 45), Window(3600, 1500)
@@ -73,3 +74,30 @@ def test_a_call_admitted_in_a_windows_last_moment_takes_a_slot_in_the_next_windo
 def test_the_edge_is_the_last_second_or_the_last_twentieth_of_short_windows(window, seconds_into, at_edge):
     start = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
     assert window.at_edge(start + timedelta(seconds=seconds_into)) is at_edge
+
+
+def test_usage_shows_each_windows_calls_used_and_left_and_when_it_resets():
+    state = {**admit_at({}, NOW, NOW, NOW), "paused_until": NOW + timedelta(seconds=30)}
+    usage = gate_usage(state, [MINUTE, HOUR], NOW, api="graph", tenant="contoso", key="graph-tenant-contoso")
+    assert usage.windows == (
+        WindowUsage(60, 45, 3, 42, datetime(2026, 11, 23, 12, 1, tzinfo=UTC)),
+        WindowUsage(3600, 1500, 3, 1497, datetime(2026, 11, 23, 13, 0, tzinfo=UTC)))
+    assert usage.paused_until == NOW + timedelta(seconds=30)
+    assert usage.as_dict()["windows"][0] == {"seconds": 60, "limit": 45, "used": 3, "left": 42,
+                                             "resets_at": "2026-11-23T12:01:00Z"}
+    assert usage.as_dict()["paused_until"] == "2026-11-23T12:01:12Z"
+
+
+@pytest.mark.parametrize(("state", "used", "left", "paused"), [
+    ({}, [0, 0], [45, 1500], None),                                       # a gate never used: its whole budget
+    ({"paused_until": NOW - timedelta(seconds=1)}, [0, 0], [45, 1500], None),   # a pause that has ended
+    ({"paused_until": (NOW + timedelta(seconds=5)).replace(tzinfo=None)}, [0, 0], [45, 1500],
+     NOW + timedelta(seconds=5)),                                         # the table's naive time is UTC
+    ({"w60_start": MINUTE.start(NOW) - 60, "w60_calls": 45, "w60_next": 2}, [2, 0], [43, 1500], None),   # carried
+    ({"w60_start": MINUTE.start(NOW), "w60_calls": 50}, [50, 0], [0, 1500], None),   # over the limit: 0 left
+])
+def test_usage_reads_the_counts_and_the_pause_that_hold_now(state, used, left, paused):
+    usage = gate_usage(state, [MINUTE, HOUR], NOW, api="mde", tenant=None)
+    assert [w.used for w in usage.windows] == used
+    assert [w.left for w in usage.windows] == left
+    assert usage.paused_until == paused
