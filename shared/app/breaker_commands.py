@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from shared.app.config import load_settings
 
@@ -24,22 +25,22 @@ def run(args: argparse.Namespace) -> int:
 
     relay = Relay(load_settings(os.environ))
     if relay.breakers is None:
-        print("error: the circuit breakers are off (HUNT_BREAKER=false)")
+        sys.stderr.write("error: the circuit breakers are off (HUNT_BREAKER=false)\n")
         return 2
     relay.breakers.ensure_table()
     if args.action == "close":
         if not args.key:
-            print("error: name the circuit to close: python -m shared breaker close KEY (keys: python -m shared "
-                  "breaker)")
+            sys.stderr.write("error: name the circuit to close: python -m shared breaker close KEY (keys: python -m "
+                             "shared breaker)\n")
             return 2
         if not relay.breakers.close(args.key):
-            print(f"error: no circuit {args.key!r}; python -m shared breaker lists them")
+            sys.stderr.write(f"error: no circuit {args.key!r}; python -m shared breaker lists them\n")
             return 1
-        print(json.dumps({"key": args.key, "state": "closed"}))
+        sys.stdout.write(json.dumps({"key": args.key, "state": "closed"}) + "\n")
         return 0
     for view in relay.breakers.views():
-        print(json.dumps({"key": view.key, "state": view.state, "failures": view.failures,
-                          "opened_at": view.opened_at.isoformat() if view.opened_at else None,
-                          "open_until": view.open_until.isoformat() if view.open_until else None,
-                          "reason": view.reason}))
+        sys.stdout.write(json.dumps({"key": view.key, "state": view.state, "failures": view.failures,
+                                     "opened_at": view.opened_at.isoformat() if view.opened_at else None,
+                                     "open_until": view.open_until.isoformat() if view.open_until else None,
+                                     "reason": view.reason}) + "\n")
     return 0
