@@ -1,6 +1,8 @@
 """The admin path on the http port: the in-process knobs and counters, over HTTP (for the CLI sandbox).
 
-    GET  /_sandbox/state        {"knobs", "counters", "identities", "apps"}
+    GET  /_sandbox/state        {"knobs", "counters", "table_rows", "identities", "apps", ...}; table_rows: rows per
+                                table of each dataset ("home" and each customer tenant's id), the cost model's
+                                rows scanned (sandbox.knobs)
     POST /_sandbox/knobs        JSON merge into the knobs, e.g. {"quota": {"calls_per_window": 2}}; returns them
     POST /_sandbox/reset        knobs to defaults, counters and quotas to zero, directory to its defaults
     POST /_sandbox/identities   {"client_id", "roles"}
@@ -43,7 +45,7 @@ def _strings(value: Any) -> bool:
 
 def state(sandbox: Sandbox) -> dict[str, Any]:
     return {"knobs": knobs_as_dict(sandbox.knobs), "counters": sandbox.counters.snapshot(),
-            **sandbox.directory.describe()}
+            "table_rows": sandbox.table_rows(), **sandbox.directory.describe()}
 
 
 def admin_call(request: Request, sandbox: Sandbox) -> Reply:

@@ -1,10 +1,11 @@
 """What the sandbox saw, for tests to read: calls per endpoint and status, tokens issued per client id, 429s
-sent, the exact request bodies received, TCP connections accepted on the http port."""
+sent, the exact request bodies received, TCP connections accepted on the http port; per API and tenant, calls,
+429s (those of the running-time form apart) and the running time charged (the cost model: sandbox.knobs)."""
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,10 @@ class Counters:
     connections_accepted: int = 0                                         # on the http port
     tenant_calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, the token's tid) -> calls
     tenant_throttled: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, tid) -> 429s
+    # (api, tid) -> the running-time 429s among them
+    tenant_running_time_throttled: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (api, tid) -> running time charged, in seconds
+    tenant_running_seconds: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_call(self, endpoint: str, status: int) -> None:
@@ -41,9 +46,23 @@ class Counters:
         with self._lock:
             self.tenant_calls[(endpoint, tenant)] += 1
 
-    def count_tenant_throttle(self, endpoint: str, tenant: str) -> None:
+    def count_tenant_throttle(self, endpoint: str, tenant: str, *, running_time: bool = False) -> None:
         with self._lock:
             self.tenant_throttled[(endpoint, tenant)] += 1
+            if running_time:
+                self.tenant_running_time_throttled[(endpoint, tenant)] += 1
+
+    def count_running_time(self, endpoint: str, tenant: str, seconds: float) -> None:
+        with self._lock:
+            self.tenant_running_seconds[(endpoint, tenant)] += seconds
+
+    def running_seconds_by_tenant(self, endpoint: str | None = None) -> dict[str, float]:
+        with self._lock:
+            totals: defaultdict[str, float] = defaultdict(float)
+            for (name, tenant), seconds in self.tenant_running_seconds.items():
+                if endpoint is None or name == endpoint:
+                    totals[tenant] += seconds
+            return dict(totals)
 
     def calls_by_tenant(self, endpoint: str | None = None) -> dict[str, int]:
         with self._lock:
@@ -81,6 +100,8 @@ class Counters:
             self.tokens_issued.clear()
             self.tenant_calls.clear()
             self.tenant_throttled.clear()
+            self.tenant_running_time_throttled.clear()
+            self.tenant_running_seconds.clear()
             self.throttled = 0
             self.request_bodies.clear()
             self.connections_accepted = 0
@@ -99,4 +120,8 @@ class Counters:
                 "tenant_calls": {f"{api} {tenant}": n for (api, tenant), n in sorted(self.tenant_calls.items())},
                 "tenant_throttled": {f"{api} {tenant}": n
                                      for (api, tenant), n in sorted(self.tenant_throttled.items())},
+                "tenant_running_time_throttled": {f"{api} {tenant}": n for (api, tenant), n
+                                                  in sorted(self.tenant_running_time_throttled.items())},
+                "tenant_running_seconds": {f"{api} {tenant}": round(seconds, 6) for (api, tenant), seconds
+                                           in sorted(self.tenant_running_seconds.items())},
             }

@@ -27,6 +27,9 @@ Caps, as the service's: at most ``row_cap`` rows (100,000; the rest is cut witho
 come to more than ``max_result_bytes`` of JSON (the knob ``max_result_mb``, default 50) is the service's 400
 "Query execution has exceeded the allowed result size".
 
+Cost: a result carries ``rows_scanned`` (the rows of every table the query reads, counted once at load) and
+``row_count``, what the running-time cost model charges by (sandbox.knobs).
+
 DuckDB renders each row to JSON (sandbox.kusto_values). A result that fits in one fetch batch is executed once; a
 bigger one twice in one transaction (one ``now()``): first to count rows and bytes for Stats and to surface
 execution errors before any byte is sent, then to stream the rows in batches.
@@ -88,6 +91,8 @@ class HuntingResult:
     columns: list[Column]
     rows: Iterator[bytes]  # one JSON object per row, UTF-8, values as the service writes them
     stats: dict[str, Any]  # m365d-style Stats
+    rows_scanned: int = 0  # the rows of every table the query reads (the cost model's, sandbox.knobs)
+    row_count: int = 0     # the rows of the result
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,10 @@ class HuntingEngine:
             if table.startswith("Device"):
                 self._con.execute(f"CREATE VIEW {CATALOG}.{MDE_SCHEMA}.{quote_identifier(table)} AS "  # noqa: S608
                                   f"SELECT * FROM {CATALOG}.{HUNTING_SCHEMA}.{quote_identifier(table)}")
+        # Rows per table, what a query is charged for scanning (sandbox.knobs); the names are the dataset's own
+        self.table_rows = {table: int(self._con.execute(
+            f"SELECT count(*) FROM {CATALOG}.{HUNTING_SCHEMA}.{quote_identifier(table)}").fetchall()[0][0])  # noqa: S608
+            for table in self._tables}
         self._names = {api: {table: [name for name, _ in columns] for table, columns in types.items()
                              if api != "mde" or table.startswith("Device")} for api in APIS}
         self._translate_lock = threading.Lock()  # the ANTLR parser's shared caches are not made for threads
@@ -169,7 +178,8 @@ class HuntingEngine:
             cursor.close()
             rows = iter(head)
         return HuntingResult([Column(name, schema_type(kind)) for name, kind in columns], rows,
-                             _stats(elapsed, count, size))
+                             _stats(elapsed, count, size),
+                             rows_scanned=sum(self.table_rows[table] for table in translation.tables), row_count=count)
 
     def _execute(self, cursor: duckdb.DuckDBPyConnection, translation: _Translation, api: Api,
                  window: tuple[datetime, datetime] | None, row_cap: int,
@@ -296,6 +306,13 @@ def _syntax_message(query: str, error: duckdb_kql.KqlSyntaxError) -> str:
         found = re.match(r"\s*(\w+|\S)", rest)
         token = found.group(1) if found else "<EOF>"
     return f"Syntax error: Query could not be parsed at '{token}' on line [{first.span.line},{first.span.column + 1}]"
+
+
+def with_running_time(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Stats whose ExecutionTime and CPU are the running time the call was charged (sandbox.knobs)."""
+    cpu = {"user": cpu_time(seconds), "kernel": cpu_time(0), "total cpu": cpu_time(seconds)}
+    return {**stats, "ExecutionTime": round(seconds, 6),
+            "resource_usage": {**stats.get("resource_usage", {}), "cpu": cpu}}
 
 
 def _stats(elapsed: float, count: int, size: int) -> dict[str, Any]:

@@ -1,12 +1,17 @@
 """The three advanced hunting endpoints: each API's request and response shapes, its auth, quota and faults.
 
-    POST /api/advancedqueries/run        mde    {"Schema": [{"Name", "Type"}], "Results": [...]}
+    POST /api/advancedqueries/run        mde    {"Stats": {...}, "Schema": [{"Name", "Type"}], "Results": [...]}
     POST /api/advancedhunting/run        m365d  {"Stats": {...}, "Schema": [...], "Results": [...]}
     POST /v1.0/security/runHuntingQuery  graph  {"@odata.context", "schema": [{"name", "type"}], "results": [...]}
 
-A call goes through, in order: added latency, bearer token (401 / 403), quota (429, not counted), injected 5xx,
-request body (400 InvalidRequestBody / MissingRequiredParameter), injected 400 size error, the KQL engine
-(400 BadRequest), then the rows, streamed as the engine yields them (where a reset or stall may cut them).
+mde's documented example shows Schema and Results only ("may be truncated for brevity"); its connector's
+response type has Stats, so the sandbox sends them on both legacy APIs: `Stats.ExecutionTime` is the running time
+the call was charged (sandbox.knobs). Graph returns no statistics.
+
+A call goes through, in order: added latency, bearer token (401 / 403), quota (429, not counted), the fixed
+running-time charge, injected 5xx, request body (400 InvalidRequestBody / MissingRequiredParameter), injected 400
+size error, the KQL engine (400 BadRequest), the charge for the rows and the wait it asks for
+(`cpu_latency_ratio`), then the rows, streamed as the engine yields them (where a reset or stall may cut them).
 Errors: {"error": {"code", "message", "target": <uuid>}} (graph adds "innerError").
 """
 
@@ -22,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.faults import SIZE_ERROR_MESSAGES, status_error
 from sandbox.http_base import Reply, Request, json_reply
-from sandbox.hunting import Api, HuntingResult, QueryError
-from sandbox.quota import throttle_reply
+from sandbox.hunting import Api, HuntingResult, QueryError, with_running_time
+from sandbox.quota import fixed_charge, running_time, throttle_reply
 from sandbox.tokens import APIS, TokenError, normalise_audience
 
 if TYPE_CHECKING:
@@ -108,9 +113,7 @@ def _envelope(api: str, result: HuntingResult) -> tuple[bytes, bytes]:
         head = {"@odata.context": GRAPH_CONTEXT, "schema": schema}
         results_key = "results"
     else:
-        head = {"Schema": [{"Name": c.name, "Type": c.kusto_type} for c in result.columns]}
-        if api == "m365d":
-            head = {"Stats": result.stats, **head}
+        head = {"Stats": result.stats, "Schema": [{"Name": c.name, "Type": c.kusto_type} for c in result.columns]}
         results_key = "Results"
     opening = json.dumps(head, ensure_ascii=False)[:-1] + f', "{results_key}": ['
     return opening.encode("utf-8"), b"]}"
@@ -149,13 +152,13 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
     quota = knobs.quota_for(tenant)
     throttle = sandbox.quota.admit(tenant, now, quota)
     if throttle is not None:
-        sandbox.counters.count_tenant_throttle(api, tenant)
+        sandbox.counters.count_tenant_throttle(api, tenant, running_time=throttle.kind == "cpu")
         target = str(uuid.uuid4())
         headers, body = throttle_reply(throttle, api, quota, target, now)
         return Reply(429, body, headers)
-    fixed_charge = quota.cpu_seconds_per_call
-    if fixed_charge is not None:
-        sandbox.quota.charge_cpu(tenant, fixed_charge, now, quota)
+    charged = fixed_charge(quota)
+    sandbox.quota.charge_cpu(tenant, charged, now, quota)
+    sandbox.counters.count_running_time(api, tenant, charged)
     if faults.status is not None:
         code, message = status_error(faults.status, api)
         return error_reply(faults.status, api, code, message)
@@ -164,7 +167,6 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
         return parsed
     if faults.size_error is not None:
         return error_reply(400, api, "BadRequest", SIZE_ERROR_MESSAGES[faults.size_error])
-    started = time.perf_counter()
     try:
         result = engine.run(parsed["Query"], api, timespan=parsed.get("Timespan") if api == "graph" else None,
                                     row_cap=knobs.row_cap,
@@ -177,10 +179,12 @@ def hunting_call(request: Request, api: Api, sandbox: Sandbox) -> Reply:
         logger.exception("the hunting engine failed on a %s query", api)
         return error_reply(500, api, "UnknownError" if api == "graph" else "InternalServerError",
                            "An unexpected error occurred while running the query.")
+    seconds = running_time(quota, rows_scanned=result.rows_scanned, rows_returned=result.row_count,
+                           measured=float(result.stats["ExecutionTime"]))
+    sandbox.quota.charge_cpu(tenant, seconds - charged, time.time(), quota)
+    sandbox.counters.count_running_time(api, tenant, seconds - charged)
+    result.stats = with_running_time(result.stats, seconds)
+    if quota.cpu_latency_ratio > 0:
+        sandbox.stop_event.wait(quota.cpu_latency_ratio * seconds)
     opening, closing = _envelope(api, result)
-
-    def charge_measured() -> None:
-        if fixed_charge is None:
-            sandbox.quota.charge_cpu(tenant, time.perf_counter() - started, time.time(), quota)
-
-    return Reply(200, _stream(opening, first, rows, closing), body_fault=faults.body, on_sent=charge_measured)
+    return Reply(200, _stream(opening, first, rows, closing), body_fault=faults.body)

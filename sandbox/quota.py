@@ -1,6 +1,7 @@
-"""Per-tenant quotas: calls per window and a CPU-time budget per window, and the 429 that enforces them.
+"""Per-tenant quotas: calls per window and running-time budgets per window, and the 429 that enforces them.
 
-The accounting rules are in `sandbox.knobs`' docstring. `QuotaBook` keeps the counts (the clock is passed in);
+The accounting rules and the cost model are in `sandbox.knobs`' docstring. `running_time` is the cost model, pure;
+`QuotaBook` keeps the counts and charges (the clock is passed in);
 `throttle_reply` renders a refusal in the form and wording the knobs choose, each one seen from the real service
 (reference/defender-api.md):
 
@@ -10,6 +11,7 @@ The accounting rules are in `sandbox.knobs`' docstring. `QuotaBook` keeps the co
     cpu            You have exceeded processing resources allocated to this tenant. You can run queries again
                    in <duration>.   (duration as HH:MM:SS, "N seconds", "N minutes" or ISO 8601 "PTNS")
     graph          {"error": {"code": "TooManyRequests", "message": "Too many requests.", "innerError": {...}}}
+                   (for the running-time 429 the message is the cpu one, unless the knob asks for "graph")
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sandbox.knobs import QuotaKnobs
 @dataclass(frozen=True)
 class Throttle:
     kind: Literal["calls", "cpu"]
-    limit: float                 # calls per window, or CPU seconds per window
+    limit: float                 # calls per window, or running-time seconds per window
     window_seconds: float
     seconds_to_reset: float      # until the window boundary (> 0)
 
@@ -42,21 +44,46 @@ def _window(now: float, seconds: float) -> tuple[int, float]:
     return index, (index + 1) * seconds - now
 
 
+def cpu_budgets(knobs: QuotaKnobs) -> list[tuple[float, float]]:
+    """Every running-time budget of a quota: (budget seconds, window seconds)."""
+    return [(knobs.cpu_budget_seconds, knobs.cpu_window_seconds),
+            *((float(budget), float(window)) for budget, window in knobs.cpu_extra_windows)]
+
+
+def fixed_charge(knobs: QuotaKnobs) -> float:
+    """The part of a call's running time charged when it is admitted (none when the engine's time is measured)."""
+    return knobs.cpu_seconds_per_call or 0.0
+
+
+def running_time(knobs: QuotaKnobs, *, rows_scanned: int, rows_returned: int, measured: float) -> float:
+    """The running time one call is charged, by the cost model (sandbox.knobs): the fixed part or the measured
+    time, plus the rows scanned and returned at their rates."""
+    fixed = measured if knobs.cpu_seconds_per_call is None else knobs.cpu_seconds_per_call
+    return (fixed + knobs.cpu_seconds_per_1k_rows_scanned * rows_scanned / 1000
+            + knobs.cpu_seconds_per_1k_rows_returned * rows_returned / 1000)
+
+
 class QuotaBook:
-    """Calls and CPU seconds used per tenant in the current windows. Thread-safe."""
+    """Calls and running-time seconds used per tenant in the current windows. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[str, tuple[int, int]] = {}        # tenant -> (window index, calls)
-        self._cpu: dict[str, tuple[int, float]] = {}        # tenant -> (window index, seconds)
+        self._calls: dict[str, tuple[int, int]] = {}                 # tenant -> (window index, calls)
+        self._cpu: dict[str, dict[float, tuple[int, float]]] = {}    # tenant -> window seconds -> (index, seconds)
 
     def admit(self, tenant: str, now: float, knobs: QuotaKnobs) -> Throttle | None:
-        """Counts the call and returns None, or returns the Throttle and counts nothing."""
+        """Counts the call and returns None, or returns the Throttle and counts nothing. With several running-time
+        budgets spent, the Throttle is the one that resets last: only then may the tenant run queries again."""
         with self._lock:
-            cpu_index, cpu_left = _window(now, knobs.cpu_window_seconds)
-            index, used = self._cpu.get(tenant, (cpu_index, 0.0))
-            if index == cpu_index and used >= knobs.cpu_budget_seconds:
-                return Throttle("cpu", knobs.cpu_budget_seconds, knobs.cpu_window_seconds, cpu_left)
+            spent = []
+            charged = self._cpu.get(tenant, {})
+            for budget, seconds in cpu_budgets(knobs):
+                cpu_index, cpu_left = _window(now, seconds)
+                index, used = charged.get(seconds, (cpu_index, 0.0))
+                if index == cpu_index and used >= budget:
+                    spent.append(Throttle("cpu", budget, seconds, cpu_left))
+            if spent:
+                return max(spent, key=lambda throttle: throttle.seconds_to_reset)
             call_index, call_left = _window(now, knobs.window_seconds)
             index, calls = self._calls.get(tenant, (call_index, 0))
             if index != call_index:
@@ -67,12 +94,19 @@ class QuotaBook:
             return None
 
     def charge_cpu(self, tenant: str, seconds: float, now: float, knobs: QuotaKnobs) -> None:
+        """Charge running time to every budget window of the tenant that holds `now`."""
         with self._lock:
-            cpu_index, _ = _window(now, knobs.cpu_window_seconds)
-            index, used = self._cpu.get(tenant, (cpu_index, 0.0))
-            if index != cpu_index:
-                used = 0.0
-            self._cpu[tenant] = (cpu_index, used + seconds)
+            charged = self._cpu.setdefault(tenant, {})
+            for _, window in cpu_budgets(knobs):
+                cpu_index, _ = _window(now, window)
+                index, used = charged.get(window, (cpu_index, 0.0))
+                charged[window] = (cpu_index, (used if index == cpu_index else 0.0) + seconds)
+
+    def cpu_used(self, tenant: str, now: float, window_seconds: float) -> float:
+        """Running time charged to the tenant in the window of this length that holds `now`."""
+        with self._lock:
+            index, used = self._cpu.get(tenant, {}).get(float(window_seconds), (None, 0.0))
+            return used if index == _window(now, window_seconds)[0] else 0.0
 
     def clear(self) -> None:
         with self._lock:
@@ -135,9 +169,11 @@ def throttle_reply(
         return headers, b""
     error: dict[str, Any]
     if wording == "graph":
+        generic = throttle.kind == "calls" or knobs.throttle_body == "graph"
         error = {
             "code": "TooManyRequests",
-            "message": "Too many requests.",
+            "message": "Too many requests." if generic else throttle_message(throttle, wording,
+                                                                             knobs.cpu_duration_format),
             "innerError": {
                 "date": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
                 "request-id": target,

@@ -212,6 +212,14 @@ class Sandbox:
             return engine
         return self.engine if self.directory.knows_tenant(tenant) else None
 
+    def table_rows(self) -> dict[str, dict[str, int]]:
+        """Rows per table of every dataset (what a query is charged for scanning): the home dataset under "home",
+        each customer tenant's under its id."""
+        with self._tenant_engines_lock:
+            engines = dict(self._tenant_engines)
+        home = {"home": self._engine.table_rows} if self._engine is not None else {}
+        return {**home, **{tenant: engine.table_rows for tenant, engine in engines.items()}}
+
     def add_app(self, tenant: str, client_id: str, secret: str | None, roles: list[str],
                 certificate_pem: bytes | None = None) -> None:
         self.directory.add_app(tenant, client_id, secret, roles, certificate_pem)

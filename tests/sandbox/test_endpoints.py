@@ -36,7 +36,8 @@ def test_the_seed_queries_return_rows_from_mde_in_its_shape(sandbox: Sandbox, qu
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert list(body) == ["Schema", "Results"]
+    assert list(body) == ["Stats", "Schema", "Results"]   # Stats as m365d's (see sandbox.hunting_api)
+    assert "ExecutionTime" in body["Stats"]
     assert body["Schema"][:3] == [{"Name": "Timestamp", "Type": "DateTime"}, {"Name": "FileName", "Type": "String"},
                                   {"Name": "InitiatingProcessFileName", "Type": "String"}]
     assert len(body["Results"]) == 2
