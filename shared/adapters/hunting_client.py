@@ -59,6 +59,14 @@ class SignInRefused:
     error: ErrorInfo
 
 
+@dataclass(frozen=True)
+class RunningTime:
+    """What a call spent by its own wall clock, and the estimate the quota gate admitted it with."""
+
+    wall_seconds: float
+    reserved: float
+
+
 @dataclass
 class ResultStream:
     response: requests.Response
@@ -68,6 +76,8 @@ class ResultStream:
     row_count: int = 0
     row_cap: int = ROW_CAP
     parts: list[PartSummary] | None = None   # one API answer is never a split hunt's parts
+
+    running_time: RunningTime | None = None   # the quota gate's charge for this call, settled after the rows
 
     def rows(self) -> Iterator[dict[str, Any]]:
         schema_key, results_key, stats_key = self.spec.result_keys

@@ -25,22 +25,42 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import create_if_missing
 from shared.core.apis import API_NAMES
-from shared.core.quota import Admit, GateUsage, Wait, Window, admitted, counts_at, decide, gate_usage
+from shared.core.quota import (
+    Admit,
+    GateUsage,
+    RuntimeWindow,
+    Wait,
+    Window,
+    admitted,
+    charged,
+    counts_at,
+    decide,
+    gate_usage,
+    runtime_used_at,
+)
 from shared.core.settings import Settings
 from shared.core.tenants import TenantConfig
 
 logger = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 20
+FIRST_ESTIMATE_SECONDS = 1.0   # a call's running time before this process has seen one
+ESTIMATE_WEIGHT = 0.2          # the moving average's weight of the latest call
+SETTLE_SECONDS = 0.5           # estimates missed by less than this (summed) wait for a later write
 STATE_ROW = "state"
 
 
 class QuotaGate:
     def __init__(self, table: TableClient, *, key: str, windows: Sequence[Window], clock: Callable[[], datetime],
-                 rand: Callable[[], float]) -> None:
+                 rand: Callable[[], float], runtime: Sequence[RuntimeWindow] = ()) -> None:
         self._table = table
         self._key = key
         self._windows = tuple(windows)
+        self._runtime = tuple(runtime)
+        # This process's estimate of one call's running time (a moving average of what calls spent), and the
+        # settlements too small to be worth a write yet (shared.core.quota: r<seconds>_used).
+        self._estimate: float | None = None
+        self._unsettled = 0.0
         self._clock = clock
         self._rand = rand
         self._lock = threading.Lock()   # one admission at a time per process: the kept copy stays consistent
@@ -53,11 +73,42 @@ class QuotaGate:
             for _ in range(MAX_CONFLICT_RETRIES):
                 now = self._clock()
                 state = self._kept_state()
+                estimate = self.estimate if self._runtime else 0.0
                 verdict = decide(now=now, paused_until=_as_datetime(state.get("paused_until")),
-                                 counts=counts_at(state, self._windows, now), windows=self._windows, rand=self._rand)
-                if isinstance(verdict, Wait) or self._write(admitted(state, self._windows, now)):
+                                 counts=counts_at(state, self._windows, now), windows=self._windows, rand=self._rand,
+                                 runtime=self._runtime, runtime_used=runtime_used_at(state, self._runtime, now),
+                                 estimate=estimate)
+                if isinstance(verdict, Wait):
+                    return verdict
+                new = admitted(state, self._windows, now)
+                if self._runtime:
+                    new = charged(new, self._runtime, now, estimate)
+                if self._write(new):
                     return verdict
             return Wait(1.0 + self._rand(), "the quota gate is contended")   # come back shortly rather than spin
+
+    @property
+    def estimate(self) -> float:
+        return FIRST_ESTIMATE_SECONDS if self._estimate is None else self._estimate
+
+    def spent(self, seconds: float, reserved: float) -> None:
+        """A call admitted with `reserved` seconds of running time spent `seconds`: the estimate learns, and the
+        difference is settled in the shared running-time windows once it is worth a write."""
+        if not self._runtime:
+            return
+        with self._lock:
+            self._estimate = seconds if self._estimate is None else \
+                (1 - ESTIMATE_WEIGHT) * self._estimate + ESTIMATE_WEIGHT * seconds
+            self._unsettled += seconds - reserved
+            if abs(self._unsettled) < SETTLE_SECONDS:
+                return
+            for _ in range(MAX_CONFLICT_RETRIES):
+                state = self._kept_state()
+                if self._write(charged(state, self._runtime, self._clock(), self._unsettled)):
+                    self._unsettled = 0.0
+                    return
+        logger.warning("quota gate %s: could not settle the running time after %s tries", self._key,
+                       MAX_CONFLICT_RETRIES)
 
     def pause_until(self, until: datetime) -> None:
         """Record that the API throttled us: no instance calls before `until` (an earlier time never shortens it)."""
@@ -128,8 +179,14 @@ class QuotaGates:
             if key not in self._gates:
                 name, windows = self._key_of(api, tenant)
                 self._gates[key] = QuotaGate(self._table, key=name, windows=windows, clock=self._clock,
-                                             rand=self._rand)
+                                             rand=self._rand, runtime=self._runtime_of(tenant))
             return self._gates[key]
+
+    def _runtime_of(self, tenant: TenantConfig | None) -> list[RuntimeWindow]:
+        """The running-time budget: the tenant's own `runtime_budget`, else HUNT_RUNTIME_BUDGET."""
+        pairs = tenant.runtime_budget if tenant is not None and tenant.runtime_budget is not None \
+            else self._settings.runtime_budget
+        return [RuntimeWindow(seconds=seconds, budget=budget) for budget, seconds in pairs]
 
     def _key_of(self, api: str, tenant: TenantConfig | None) -> tuple[str, list[Window]]:
         """The gate's entity key (PartitionKey) and its windows."""
@@ -169,6 +226,10 @@ class QuotaGates:
 
     def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None:
         self._gate(api, tenant).pause_until(self._clock() + timedelta(seconds=seconds))
+
+    def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *, reserved: float = 0.0) -> None:
+        """A call's running time, once it answered (shared.core.quota: r<seconds>_used)."""
+        self._gate(api, tenant).spent(seconds, reserved)
 
 
 def _windows(pairs: Sequence[tuple[int, int]]) -> list[Window]:

@@ -19,6 +19,7 @@ the message, which is safe: every sink is idempotent on the job id).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -27,7 +28,14 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError
 
 from shared.adapters.dead_letters import DeadLetters
-from shared.adapters.hunting_client import ApiReply, ApiResult, SignInRefused, TransportFailure
+from shared.adapters.hunting_client import (
+    ApiReply,
+    ApiResult,
+    ResultStream,
+    RunningTime,
+    SignInRefused,
+    TransportFailure,
+)
 from shared.adapters.split_parts import SplitParts
 from shared.app.endings import HuntEndings, Job
 from shared.app.split_hunts import Continue, PartBroken, PartRefused, SplitHunts, SplitStep
@@ -70,6 +78,8 @@ class Gate(Protocol):
 
     def admit(self, api: str, tenant: TenantConfig | None = None) -> Admit | Wait: ...
     def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None: ...
+    def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *,
+              reserved: float = 0.0) -> None: ...
 
 
 class Runner(Protocol):
@@ -200,6 +210,7 @@ class HuntProcessor:
             return self._deliver_or_retry(job, reply)
         finally:
             reply.close()
+            self._settle_running_time(ran, reply)
 
     def process_poison(self, message: MessageInfo) -> Outcome:
         """A message the host (or worker) gave up on after max dequeues: persist it, answer it, never run it.
@@ -273,13 +284,32 @@ class HuntProcessor:
         return request.ran_on(chosen.api, chosen.warnings)
 
     def _call(self, ran: HuntRequest, query: str) -> ApiResult | Wait:
-        """One call through the fleet's quota gate, on the API the hunt runs on."""
+        """One call through the fleet's quota gate, on the API the hunt runs on. Its running time is told to the
+        gate: its own wall clock up to the answer's head, or, from mde and m365d, the Stats.ExecutionTime their
+        answer states (read with the rows: the charge waits on the stream until `_settle_running_time`)."""
         tenant = self._tenant(ran)
-        if self._gate is not None:
-            verdict = self._gate.admit(ran.api, tenant)
-            if isinstance(verdict, Wait):
-                return verdict
-        return self._client.run(ran.api, query, ran.timespan, tenant)
+        if self._gate is None:
+            return self._client.run(ran.api, query, ran.timespan, tenant)
+        verdict = self._gate.admit(ran.api, tenant)
+        if isinstance(verdict, Wait):
+            return verdict
+        started = time.monotonic()
+        result = self._client.run(ran.api, query, ran.timespan, tenant)
+        wall = time.monotonic() - started
+        if ran.api != "graph" and isinstance(result, ResultStream):
+            result.running_time = RunningTime(wall, verdict.reserved)
+        else:
+            self._gate.spent(ran.api, wall, tenant, reserved=verdict.reserved)
+        return result
+
+    def _settle_running_time(self, ran: HuntRequest, stream: RowStream) -> None:
+        """The charge a stream carries, once its rows (and so its Stats) have gone by."""
+        running = getattr(stream, "running_time", None)
+        if self._gate is None or not isinstance(running, RunningTime):
+            return
+        executed = (stream.stats or {}).get("ExecutionTime")
+        seconds = float(executed) if isinstance(executed, int | float) and executed >= 0 else running.wall_seconds
+        self._gate.spent(ran.api, seconds, self._tenant(ran), reserved=running.reserved)
 
     def _retired_now(self, ran: HuntRequest, reply: ApiReply) -> bool:
         """A legacy API answered as retired, under HUNT_LEGACY_APIS=auto: remembered fleet-wide."""

@@ -8,9 +8,17 @@ The state (one table entity per API and tenant, shared.adapters.quota_table) hol
     w<seconds>_next     calls admitted in that window's last moments, counted in the next window as well: such a
                         call may reach the API only after the boundary, so it takes a slot on both sides
 
-`decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more call;
-`gate_usage` is what an operator is shown (`python -m shared quota`, the ops page): per window, calls used and left
-and when it resets, and the pause. The clock and the randomness are passed in.
+and per running-time window (HUNT_RUNTIME_BUDGET: the service's second budget, query running time per window):
+
+    r<seconds>_start    the start of the window the running time below belongs to (epoch-aligned)
+    r<seconds>_used     seconds of running time charged in it: each admitted call reserves its estimate, and is
+                        settled by what it spent once it answered (Stats.ExecutionTime where the API gives it, the
+                        call's own wall clock otherwise; Graph gives no statistics)
+
+`decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more
+call; `charged` the state with running time added (or an estimate settled); `gate_usage` is what an operator is
+shown (`python -m shared quota`, the ops page): per window, calls used and left and when it resets, and the
+pause. The clock and the randomness are passed in.
 """
 
 from __future__ import annotations
@@ -41,8 +49,23 @@ class Window:
 
 
 @dataclass(frozen=True)
+class RuntimeWindow:
+    """A running-time budget: `budget` seconds of query running time per window of `seconds` (epoch-aligned)."""
+
+    seconds: int
+    budget: float
+
+    def start(self, now: datetime) -> int:
+        epoch = int(now.timestamp())
+        return epoch - epoch % self.seconds
+
+    def seconds_left(self, now: datetime) -> float:
+        return self.start(now) + self.seconds - now.timestamp()
+
+
+@dataclass(frozen=True)
 class Admit:
-    pass
+    reserved: float = 0.0   # the running time this call was admitted with (its estimate), to settle afterwards
 
 
 @dataclass(frozen=True)
@@ -52,15 +75,39 @@ class Wait:
 
 
 def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int], windows: Sequence[Window],
-           rand: Callable[[], float]) -> Admit | Wait:
-    """Admit when not paused and every window has room; else wait until the pause or the fullest window ends.
-    A small jitter (up to 1 s) spreads the hunts that wait for the same moment."""
+           rand: Callable[[], float], runtime: Sequence[RuntimeWindow] = (), runtime_used: Sequence[float] = (),
+           estimate: float = 0.0) -> Admit | Wait:
+    """Admit when not paused, every call window has room, and the call's estimated running time fits every
+    running-time window; else wait until the pause or the fullest window ends. A window with nothing spent yet
+    always admits one call (an estimate above a whole budget must not stop every call). A small jitter (up to
+    1 s) spreads the hunts that wait for the same moment."""
     if paused_until is not None and paused_until > now:
         return Wait((paused_until - now).total_seconds() + rand(), "paused by a 429")
     waits = [w.seconds_left(now) for w, n in zip(windows, counts, strict=True) if n >= w.limit]
     if waits:
         return Wait(max(waits) + rand(), "the shared call budget for this window is spent")
-    return Admit()
+    spent = [w.seconds_left(now) for w, used in zip(runtime, runtime_used, strict=True)
+             if used > 0 and used + estimate > w.budget]
+    if spent:
+        return Wait(max(spent) + rand(), "the running-time budget for this window is spent")
+    return Admit(estimate)
+
+
+def runtime_used_at(state: Mapping[str, Any], runtime: Sequence[RuntimeWindow], now: datetime) -> list[float]:
+    """Running time already charged (or reserved) in each running-time window that holds `now`."""
+    return [float(state.get(f"r{w.seconds}_used", 0.0)) if state.get(f"r{w.seconds}_start") == w.start(now) else 0.0
+            for w in runtime]
+
+
+def charged(state: Mapping[str, Any], runtime: Sequence[RuntimeWindow], now: datetime,
+            seconds: float) -> dict[str, Any]:
+    """The state with `seconds` of running time more (or, negative, less: an estimate settled) in every
+    running-time window that holds `now`; never below zero."""
+    new = dict(state)
+    for window, used in zip(runtime, runtime_used_at(state, runtime, now), strict=True):
+        new[f"r{window.seconds}_start"] = window.start(now)
+        new[f"r{window.seconds}_used"] = max(0.0, used + seconds)
+    return new
 
 
 def counts_at(state: Mapping[str, Any], windows: Sequence[Window], now: datetime) -> list[int]:

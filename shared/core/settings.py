@@ -81,6 +81,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUNT_CALLS_PER_MINUTE", "45", "Calls per minute the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_CALLS_PER_HOUR", "1500", "Calls per hour the relay allows itself per API (the tenant quota)"),
     Setting("HUNT_QUOTA_WINDOWS", None, "Overrides the two above with any windows, e.g. '20/10s,1500/1h'"),
+    Setting("HUNT_RUNTIME_BUDGET", "10m/1h,3h/1d", "The running time the relay lets its queries spend per window and "
+            "API, e.g. '10m/1h,3h/1d' (mde's documented quota) or '15m/15m'; 'off': calls are paced only"),
     Setting("HUNT_TENANTS", None, 'JSON object of named customer tenants, e.g. {"contoso": {"tenant_id": "<guid>", '
             '"auth": "federated", "client_id": "<multi-tenant app id>", "destinations": ["contoso-results"]}}; '
             "unset: the home tenant only (see the README's Tenants)"),
@@ -205,6 +207,7 @@ class Settings:
     job_ledger: bool = True
     jobs_table: str = "huntjobs"
     job_retention_seconds: float = 7 * 86400
+    runtime_budget: tuple[tuple[float, int], ...] = ((600.0, 3600), (10800.0, 86400))   # (seconds, window seconds)
     breaker: bool = True
     breaker_table: str = "huntbreakers"
     breaker_failures: int = 5
@@ -374,7 +377,8 @@ def load_settings(environ: Mapping[str, str], destination_types: Mapping[str, De
         quota_gate=read.boolean("HUNT_QUOTA_GATE"),
         gate_table=read.name("HUNT_GATE_TABLE", re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}"),
                              "table name (3-63 letters and digits)"),
-        quota_windows=_quota_windows(read), webhook_max_bytes=read.positive_int("HUNT_WEBHOOK_MAX_BYTES"),
+        quota_windows=_quota_windows(read), runtime_budget=_runtime_budget(read),
+        webhook_max_bytes=read.positive_int("HUNT_WEBHOOK_MAX_BYTES"),
         link_lifetime_seconds=read.duration("HUNT_LINK_LIFETIME", 1, 7 * 86400,
                                             " (a user delegation key lasts at most 7 days)"),
         log_level=log_level, row_cap=read.positive_int("HUNT_ROW_CAP"), tenants=tenants,
@@ -411,6 +415,30 @@ def parse_quota_windows(text: str) -> tuple[tuple[int, int], ...]:
             raise ValueError(f"{part.strip()!r} is not CALLS/DURATION such as 45/60s or 1500/1h")
         windows.append((int(match.group(1)), int(seconds)))
     return tuple(windows)
+
+
+def parse_runtime_budget(text: str) -> tuple[tuple[float, int], ...]:
+    """'10m/1h,3h/1d' -> ((600.0, 3600), (10800.0, 86400)); 'off' -> (); ValueError naming the first bad window."""
+    if text.strip().lower() == "off":
+        return ()
+    windows = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?\s*[smhd]?)\s*/\s*(\d+\s*[smhd]?)\s*", part)
+        budget = parse_duration(match.group(1)) if match else 0
+        seconds = parse_duration(match.group(2)) if match else 0
+        if not match or budget <= 0 or seconds < 1 or budget > seconds:
+            raise ValueError(f"{part.strip()!r} is not RUNNING-TIME/WINDOW such as 10m/1h or 3h/1d (the running "
+                             "time at most the window); or 'off'")
+        windows.append((float(budget), int(seconds)))
+    return tuple(windows)
+
+
+def _runtime_budget(read: _Reader) -> tuple[tuple[float, int], ...]:
+    try:
+        return parse_runtime_budget(read.get("HUNT_RUNTIME_BUDGET") or "")
+    except ValueError as error:
+        read.problems.append(f"HUNT_RUNTIME_BUDGET: {error}")
+        return ()
 
 
 def _quota_windows(read: _Reader) -> tuple[tuple[int, int], ...]:
@@ -508,6 +536,7 @@ def _tenants(read: _Reader, destinations: Mapping[str, DestinationConfig]) -> di
         read.problems.append(f"HUNT_TENANTS is not valid JSON: {error}")
         return {}
     return parse_tenants(spec, setting=read.raw, destinations=destinations, parse_windows=parse_quota_windows,
+                         parse_budget=parse_runtime_budget,
                          problems=read.problems)
 
 

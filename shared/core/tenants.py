@@ -43,7 +43,7 @@ _TENANT_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _FIELDS = {"tenant_id", "auth", "client_id", "secret_setting", "certificate_setting", "api", "quota",
-           "destinations", "webhook_allowed_hosts", "identity_client_id"}
+           "runtime_budget", "destinations", "webhook_allowed_hosts", "identity_client_id"}
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"  # noqa: S105 (an audience, not a secret)
 TOKEN_EXCHANGE_SCOPE = TOKEN_EXCHANGE_AUDIENCE + "/.default"
 
@@ -58,6 +58,7 @@ class TenantConfig:
     webhook_allowed_hosts: frozenset[str] = frozenset()
     api: Api | None = None
     quota_windows: tuple[tuple[int, int], ...] | None = None   # (calls, seconds); None: the relay's own
+    runtime_budget: tuple[tuple[float, int], ...] | None = None   # (seconds, window seconds); None: the relay's own
     secret: str | None = field(default=None, repr=False)
     certificate_path: str | None = None
     identity_client_id: str | None = None
@@ -74,7 +75,9 @@ def scope_of(tenant: str | None) -> str:
 
 def parse_tenants(spec: Any, *, setting: Callable[[str], str | None], destinations: Mapping[str, Any],
                   parse_windows: Callable[[str], tuple[tuple[int, int], ...]],
-                  problems: list[str]) -> dict[str, TenantConfig]:
+                  problems: list[str],
+                  parse_budget: Callable[[str], tuple[tuple[float, int], ...]] | None = None
+                  ) -> dict[str, TenantConfig]:
     """HUNT_TENANTS (already JSON-decoded) -> tenants by name; problems are appended, naming tenant and field."""
     if not isinstance(spec, dict) or not spec:
         problems.append("HUNT_TENANTS must be a non-empty JSON object of tenant name -> settings")
@@ -90,7 +93,7 @@ def parse_tenants(spec: Any, *, setting: Callable[[str], str | None], destinatio
         if not isinstance(fields, dict):
             problems.append(f"{where} must be a JSON object")
             continue
-        tenant = _tenant(name, fields, where, setting, destinations, parse_windows, problems)
+        tenant = _tenant(name, fields, where, setting, destinations, parse_windows, problems, parse_budget)
         if tenant is None:
             continue
         for destination in tenant.destinations:
@@ -104,7 +107,8 @@ def parse_tenants(spec: Any, *, setting: Callable[[str], str | None], destinatio
 
 def _tenant(name: str, fields: dict[str, Any], where: str, setting: Callable[[str], str | None],
             destinations: Mapping[str, Any], parse_windows: Callable[[str], tuple[tuple[int, int], ...]],
-            problems: list[str]) -> TenantConfig | None:
+            problems: list[str],
+            parse_budget: Callable[[str], tuple[tuple[float, int], ...]] | None = None) -> TenantConfig | None:
     before = len(problems)
     for unknown in sorted(set(fields) - _FIELDS):
         problems.append(f"{where}.{unknown}: unknown field; allowed: {', '.join(sorted(_FIELDS))}")
@@ -152,6 +156,15 @@ def _tenant(name: str, fields: dict[str, Any], where: str, setting: Callable[[st
             windows = parse_windows(quota)
         except ValueError as error:
             problems.append(f"{where}.quota: {error}")
+    budget = None
+    runtime = text("runtime_budget", None, "running-time windows such as 10m/1h,3h/1d, or off", required=False)
+    if runtime is not None:
+        try:
+            if parse_budget is None:
+                raise ValueError("running-time budgets are not read here")
+            budget = parse_budget(runtime)
+        except ValueError as error:
+            problems.append(f"{where}.runtime_budget: {error}")
     listed = fields.get("destinations")
     if not isinstance(listed, list) or not listed or not all(isinstance(d, str) for d in listed):
         problems.append(f"{where}.destinations is required: a list of the HUNT_DESTINATIONS names its hunts may use")
@@ -170,7 +183,8 @@ def _tenant(name: str, fields: dict[str, Any], where: str, setting: Callable[[st
     return TenantConfig(name=name, tenant_id=tenant_id, auth=cast(TenantAuth, auth), client_id=client_id,
                         destinations=tuple(dict.fromkeys(listed)),
                         webhook_allowed_hosts=frozenset(h.strip().lower() for h in hosts),
-                        api=cast(Api, api) if api is not None else None, quota_windows=windows, secret=secret,
+                        api=cast(Api, api) if api is not None else None, quota_windows=windows,
+                        runtime_budget=budget, secret=secret,
                         certificate_path=certificate, identity_client_id=identity)
 
 

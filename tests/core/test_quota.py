@@ -101,3 +101,29 @@ def test_usage_reads_the_counts_and_the_pause_that_hold_now(state, used, left, p
     assert [w.used for w in usage.windows] == used
     assert [w.left for w in usage.windows] == left
     assert usage.paused_until == paused
+
+
+# --- running time (HUNT_RUNTIME_BUDGET) -------------------------------------------------------------------------
+
+def test_running_time_is_reserved_per_window_and_defers_before_the_budget_is_spent():
+    from shared.core.quota import RuntimeWindow, charged, runtime_used_at
+
+    runtime = [RuntimeWindow(seconds=3600, budget=10.0), RuntimeWindow(seconds=86400, budget=15.0)]
+    now = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    state = charged({}, runtime, now, 6.0)
+    assert runtime_used_at(state, runtime, now) == [6.0, 6.0]
+
+    def verdict(state, estimate):  # type: ignore[no-untyped-def]
+        return decide(now=now, paused_until=None, counts=[], windows=[], rand=lambda: 0.0, runtime=runtime,
+                      runtime_used=runtime_used_at(state, runtime, now), estimate=estimate)
+
+    assert verdict(state, 4.0) == Admit(4.0)
+    waited = verdict(state, 4.5)
+    assert isinstance(waited, Wait) and waited.seconds == 1800 and "running-time" in waited.reason
+    # A settlement below the estimate gives the time back; never below zero.
+    assert runtime_used_at(charged(state, runtime, now, -8.0), runtime, now) == [0.0, 0.0]
+    # The next hour's window starts empty; the day's still holds what was spent.
+    later = datetime(2026, 12, 1, 11, 0, 1, tzinfo=UTC)
+    assert runtime_used_at(state, runtime, later) == [0.0, 6.0]
+    # An empty window admits one call, whatever its estimate.
+    assert verdict({}, 100.0) == Admit(100.0)

@@ -179,3 +179,30 @@ def test_the_legacy_api_mode_is_one_of_three(value):
 def test_a_legacy_api_mode_with_a_typo_is_an_error():
     with pytest.raises(SettingsError, match="HUNT_LEGACY_APIS='grpah' is not allowed"):
         load_settings({**STORAGE, "HUNT_LEGACY_APIS": "grpah"})
+
+
+def test_the_running_time_budget_and_the_breaker_settings_are_read_and_typos_refused():
+    settings = load_settings(STORAGE)
+    assert settings.runtime_budget == ((600.0, 3600), (10800.0, 86400))   # mde's documented quota
+    assert (settings.breaker, settings.breaker_failures, settings.breaker_window_seconds,
+            settings.breaker_cool_off_seconds) == (True, 5, 300.0, 60.0)
+    assert load_settings({**STORAGE, "HUNT_RUNTIME_BUDGET": "15m/15m"}).runtime_budget == ((900.0, 900),)
+    assert load_settings({**STORAGE, "HUNT_RUNTIME_BUDGET": "off"}).runtime_budget == ()
+    for bad in ("10m", "10x/1h", "2h/1h", "0s/1h"):
+        with pytest.raises(SettingsError, match="HUNT_RUNTIME_BUDGET"):
+            load_settings({**STORAGE, "HUNT_RUNTIME_BUDGET": bad})
+    with pytest.raises(SettingsError, match="HUNT_BREAKER_FAILURES"):
+        load_settings({**STORAGE, "HUNT_BREAKER_FAILURES": "five"})
+    with pytest.raises(SettingsError, match="HUNT_BREAKER"):
+        load_settings({**STORAGE, "HUNT_BREAKER": "maybe"})
+
+
+def test_a_tenants_runtime_budget_is_its_own():
+    tenants = {"contoso": {"tenant_id": "3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7001", "auth": "federated",
+                           "client_id": "a1b2c3d4-0000-4000-8000-00000000abcd", "destinations": ["default"],
+                           "runtime_budget": "15s/30s"}}
+    settings = load_settings({**STORAGE, "HUNT_TENANTS": json.dumps(tenants)})
+    assert settings.tenants["contoso"].runtime_budget == ((15.0, 30),)
+    tenants["contoso"]["runtime_budget"] = "lots"
+    with pytest.raises(SettingsError, match=r"contoso.*runtime_budget"):
+        load_settings({**STORAGE, "HUNT_TENANTS": json.dumps(tenants)})
