@@ -1,7 +1,8 @@
 // Hunt Relay in one resource group: a Flex Consumption function app running as a user-assigned identity,
-// keyless storage (queues, result containers, the quota gate's table), Application Insights with Entra-only
-// ingestion, an optional Key Vault for the app-secret mode and webhook secrets, and an optional grant of the
-// hunting app role through the Microsoft Graph Bicep extension. `azd up` deploys it (see docs/deploy.md).
+// keyless storage (queues, result containers, the quota gate's, job ledger's and circuit breakers' tables),
+// Application Insights with Entra-only ingestion and a workbook over the relay's metrics, an optional Key Vault for
+// the app-secret mode and webhook secrets, and an optional grant of the hunting app role through the Microsoft Graph
+// Bicep extension. `azd up` deploys it (see docs/deploy.md).
 targetScope = 'subscription'
 
 @minLength(1)
@@ -106,6 +107,7 @@ param resultsContainerName string = 'hunt-results'
 param deadLetterContainerName string = 'hunt-deadletter'
 param gateTableName string = 'huntquotagate'
 param jobsTableName string = 'huntjobs'
+param breakerTableName string = 'huntbreakers'
 
 // The hunting APIs' resource apps and their application roles (shared/core/apis.py); roles are looked up by value.
 var huntingApis = {
@@ -161,7 +163,7 @@ module storage 'app/storage.bicep' = {
     tags: tags
     queueNames: union(queueNames, destinationQueueNames)
     containerNames: union(hostContainerNames, dataContainerNames, [stateContainerName])
-    tableNames: [gateTableName, jobsTableName]
+    tableNames: [gateTableName, jobsTableName, breakerTableName]
     retention: union(
       resultRetentionDays > 0 ? [{ container: resultsContainerName, days: resultRetentionDays }] : [],
       deadLetterRetentionDays > 0 ? [{ container: deadLetterContainerName, days: deadLetterRetentionDays }] : []
@@ -175,6 +177,17 @@ module monitoring 'app/monitoring.bicep' = {
   params: {
     logAnalyticsName: 'log-${resourceToken}'
     applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The workbook over the relay's OpenTelemetry metrics and spans, attached to the Application Insights component.
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
     location: location
     tags: tags
   }
@@ -205,6 +218,7 @@ module rbac 'app/rbac.bicep' = {
     stateContainerName: stateContainerName
     gateTableName: gateTableName
     jobsTableName: jobsTableName
+    breakerTableName: breakerTableName
     hostStorageRoleScope: hostStorageRoleScope
     enableResultLinks: enableResultLinks
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -235,6 +249,7 @@ module functionApp 'app/function-app.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     gateTableName: gateTableName
     jobsTableName: jobsTableName
+    breakerTableName: breakerTableName
     apiAudience: apiAudience
     apiAppClientId: apiAppClientId
     huntApi: huntApi

@@ -19,6 +19,7 @@ param resultsContainerName string
 param deadLetterContainerName string
 param gateTableName string
 param jobsTableName string
+param breakerTableName string
 param huntApi string
 param huntCloud string
 param apiBaseUrl string = ''
@@ -129,9 +130,16 @@ var storageSettings = {
   AzureWebJobsStorage__clientId: identityClientId
 }
 
+// host.json's telemetryMode "OpenTelemetry": the host exports its own logs and traces (with the identity, as the
+// authentication string says) and forwards the worker's logs. The relay configures azure-monitor-opentelemetry
+// itself (shared/adapters/telemetry.py: its spans and metrics, no automatic instrumentation, no log export), so
+// the Python worker must not: with PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY 'true' the worker would call
+// configure_azure_monitor first, with every instrumentation on (HTTP dependencies carrying URLs) and the root
+// logger exported by the worker instead of forwarded by the host.
 var telemetrySettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'
 }
 
 // Defaults as in shared/core/settings.py, written out so that they can be seen and changed in one place.
@@ -151,6 +159,7 @@ var relaySettings = {
   HUNT_QUOTA_GATE: 'true'
   HUNT_GATE_TABLE: gateTableName
   HUNT_JOBS_TABLE: jobsTableName
+  HUNT_BREAKER_TABLE: breakerTableName
   HUNT_CALLS_PER_MINUTE: string(callsPerMinute)
   HUNT_CALLS_PER_HOUR: string(callsPerHour)
 }

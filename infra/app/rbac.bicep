@@ -24,6 +24,7 @@ param dataContainerNames array
 param stateContainerName string
 param gateTableName string
 param jobsTableName string
+param breakerTableName string
 param applicationInsightsName string
 
 @allowed(['containers', 'account'])
@@ -109,6 +110,11 @@ resource gateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-
 resource jobsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
   parent: tableService
   name: jobsTableName
+}
+
+resource breakerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: breakerTableName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -228,6 +234,17 @@ resource delegatorGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
 resource gateTableGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(gateTable.id, identityPrincipalId, roles.tableContributor)
   scope: gateTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableContributor)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Table Data Contributor: the destinations' circuit breakers, shared by every instance.
+resource breakerTableGrant 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(breakerTable.id, identityPrincipalId, roles.tableContributor)
+  scope: breakerTable
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableContributor)
     principalId: identityPrincipalId

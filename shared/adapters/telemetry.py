@@ -9,6 +9,9 @@ Where it goes, chosen by the environment, as OpenTelemetry's own variables say:
     OTEL_EXPORTER_OTLP_ENDPOINT set             OTLP over HTTP (protobuf), to that collector
     neither                                     off: no observer, no wrapper, nothing recorded
 
+`hunt.error_code` repeats `error.type`: Azure Monitor's exporter keeps the standard `error.type` out of a span's
+custom dimensions, where the workbook reads it.
+
 What is exported: the attributes listed in SPAN_ATTRIBUTES and METRIC_ATTRIBUTES, nothing else (the observer
 builds every attribute itself). Never secrets, tokens, result rows or the query text: a hunt is named by its job
 id, tenant, API and cause; a destination by its configured name, never its URL.
@@ -71,7 +74,7 @@ METRICS: tuple[Metric, ...] = (
 
 SPAN_ATTRIBUTES = frozenset({
     "hunt.job_id", "hunt.tenant", "hunt.api", "hunt.cause", "hunt.status", "hunt.attempt", "hunt.rows",
-    "hunt.bytes", "hunt.delay_seconds", "error.type", "messaging.message.id", "messaging.destination.name",
+    "hunt.bytes", "hunt.delay_seconds", "hunt.error_code", "error.type", "messaging.message.id", "messaging.destination.name",
     "messaging.message.delivery_count",
     # the steps' (shared.app.steps)
     "hunt.gate.verdict", "hunt.gate.wait_seconds", "http.response.status_code", "hunt.destination",
@@ -180,7 +183,7 @@ class Telemetry:
         }
         optional: dict[str, AttributeValue | None] = {
             "hunt.api": outcome.api, "hunt.attempt": outcome.attempt, "hunt.rows": outcome.rows,
-            "hunt.bytes": outcome.bytes, "error.type": outcome.error_code,
+            "hunt.bytes": outcome.bytes, "error.type": outcome.error_code, "hunt.error_code": outcome.error_code,
             "hunt.delay_seconds": None if outcome.delay is None else round(outcome.delay, 3),
             "messaging.message.delivery_count": message.dequeue_count,
         }

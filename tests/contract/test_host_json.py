@@ -29,3 +29,10 @@ def test_concurrency_is_sized_for_memory_and_poison_follows_five_dequeues():
     assert QUEUES["maxDequeueCount"] == 5
     default = next(s.default for s in SETTINGS if s.name == "HUNT_MAX_DEQUEUE_COUNT")
     assert default == str(QUEUES["maxDequeueCount"])
+
+
+def test_the_host_exports_opentelemetry():
+    """Functions' OpenTelemetry mode, set at host.json's root (the relay's own spans and metrics go through
+    azure-monitor-opentelemetry; infra/app/function-app.bicep sets the worker's setting to match)."""
+    assert HOST["telemetryMode"] == "OpenTelemetry"
+    assert "telemetryMode" not in HOST.get("logging", {})

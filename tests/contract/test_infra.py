@@ -5,12 +5,15 @@ template; the package leaves development files out; and the Bicep is at least we
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from shared.adapters import telemetry
+from shared.adapters.telemetry import METRIC_ATTRIBUTES, METRICS, SPAN_ATTRIBUTES
 from shared.core.apis import APIS
 from shared.core.settings import SETTINGS
 
@@ -19,6 +22,8 @@ INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 FUNCTION_APP = INFRA / "app" / "function-app.bicep"
 RBAC = INFRA / "app" / "rbac.bicep"
+WORKBOOK = INFRA / "app" / "workbook.json"
+WORKBOOK_MODULE = INFRA / "app" / "workbook.bicep"
 GUIDE = ROOT / "docs" / "deploy.md"
 
 
@@ -43,6 +48,7 @@ REQUIRED_RELAY_ROLES = ("Storage Queue Data Reader", "Storage Queue Data Message
 # The Bicep parameter that carries each setting's value, as main.bicep names it.
 SETTING_PARAMETERS = {"HUNT_QUEUE": "queueName", "HUNT_RESULTS_CONTAINER": "resultsContainerName",
                       "HUNT_DEADLETTER_CONTAINER": "deadLetterContainerName", "HUNT_GATE_TABLE": "gateTableName",
+                      "HUNT_JOBS_TABLE": "jobsTableName", "HUNT_BREAKER_TABLE": "breakerTableName",
                       "HUNT_API": "huntApi", "HUNT_CLOUD": "huntCloud", "HUNT_AUTH": "authMode",
                       "HUNT_CALLS_PER_MINUTE": "callsPerMinute", "HUNT_CALLS_PER_HOUR": "callsPerHour",
                       "HUNT_ALLOW_RAW_QUERIES": "allowRawQueries"}
@@ -149,12 +155,31 @@ def test_the_template_creates_the_queues_containers_and_table_the_code_uses() ->
     assert "union([resultsContainerName, deadLetterContainerName], blobDestinationContainers)" in main
     assert "containerNames: union(hostContainerNames, dataContainerNames, [stateContainerName])" in main
     assert f"var stateContainerName = '{code_default('HUNT_STATE_CONTAINER')}'" in main
-    assert "tableNames: [gateTableName, jobsTableName]" in main
+    assert "tableNames: [gateTableName, jobsTableName, breakerTableName]" in main
     defaults = bicep_param_defaults(MAIN)
     assert (defaults["queueName"], defaults["resultsContainerName"], defaults["deadLetterContainerName"],
-            defaults["gateTableName"], defaults["jobsTableName"]) == (
+            defaults["gateTableName"], defaults["jobsTableName"], defaults["breakerTableName"]) == (
         code_default("HUNT_QUEUE"), code_default("HUNT_RESULTS_CONTAINER"), code_default("HUNT_DEADLETTER_CONTAINER"),
-        code_default("HUNT_GATE_TABLE"), code_default("HUNT_JOBS_TABLE"))
+        code_default("HUNT_GATE_TABLE"), code_default("HUNT_JOBS_TABLE"), code_default("HUNT_BREAKER_TABLE"))
+
+
+def test_every_table_setting_names_a_table_the_template_creates_with_the_code_s_default() -> None:
+    """HUNT_*_TABLE: the function app gets it from a main.bicep parameter that is in the storage module's tableNames
+    and defaults to the code's default (a new table setting without its table fails here)."""
+    main = MAIN.read_text()
+    created = re.search(r"^    tableNames: \[([^\]]*)\]$", main, re.MULTILINE)
+    assert created is not None
+    tables = {name.strip() for name in created.group(1).split(",")}
+    table_settings = [s.name for s in SETTINGS if s.name.endswith("_TABLE")]
+    assert "HUNT_BREAKER_TABLE" in table_settings
+
+    for setting in table_settings:
+        carried = re.search(rf"^\s*{setting}: (\w+)$", FUNCTION_APP.read_text(), re.MULTILINE)
+        assert carried is not None, f"{setting} is not an app setting"
+        parameter = carried.group(1)
+        assert parameter in tables, f"{setting}: {parameter} is not in tableNames"
+        assert re.search(rf"^    {parameter}: {parameter}$", main.split("module functionApp")[1], re.MULTILINE)
+        assert bicep_param_defaults(MAIN)[parameter] == code_default(setting)
 
 
 def test_webhook_secret_settings_from_the_destinations_file_become_key_vault_references() -> None:
@@ -429,7 +454,7 @@ def test_main_passes_each_module_only_parameters_it_declares_and_all_it_requires
             problems.append((name, sorted(passed - declared), sorted(required - passed)))
 
     assert problems == []
-    assert len(re.findall(r"^module ", main, re.MULTILINE)) == 8
+    assert len(re.findall(r"^module ", main, re.MULTILINE)) == 9
 
 
 def test_only_the_relay_s_identity_has_a_role_on_its_state_container() -> None:
@@ -476,3 +501,191 @@ def test_entra_id_for_the_http_api_is_an_option_the_template_supports() -> None:
     assert "HUNT_API_AUDIENCE: apiAudience, HUNT_API_AUTH_LEVEL: 'anonymous'" in app
     assert 'auth_level=API_AUTH' in triggers and "func.AuthLevel.FUNCTION" in triggers
     assert code_default("HUNT_API_AUTH_LEVEL") == "function"
+
+
+# --- telemetry and the workbook ---------------------------------------------------------------------------------
+# The relay's OpenTelemetry metrics land in Application Insights' customMetrics (name = the instrument's name, the
+# attributes in customDimensions) and its spans in requests (the CONSUMER `hunt` span) and dependencies (the steps).
+
+WORKBOOK_ROOT = "microsoft.insights/components"
+VISUALIZATIONS = {"timechart", "barchart", "table", "tiles", "linechart", "areachart", "piechart", "categoricalbar"}
+METRIC_NAME = re.compile(r"\bhunt_relay(?:\.[a-z][a-z0-9_]*)+")
+# customDimensions['hunt.tenant'] / ["hunt.tenant"] / .tenant (a dotted path reads nested keys: only its first part
+# is a key, so customDimensions.hunt.tenant reads "hunt" and fails as it should)
+DIMENSION = re.compile(r"customDimensions\s*(?:\[\s*(['\"])(?P<key>[^'\"]*)\1\s*\]|\.(?P<dotted>[A-Za-z_]\w*))")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)(?::[^}]*)?\}")
+ATTRIBUTES_BY_TABLE = {"customMetrics": METRIC_ATTRIBUTES, "requests": SPAN_ATTRIBUTES, "dependencies": SPAN_ATTRIBUTES}
+
+
+def workbook() -> dict:
+    return json.loads(WORKBOOK.read_text())
+
+
+def workbook_items(items: list[dict]) -> list[dict]:
+    """Every item, those inside groups (type 12) included."""
+    found = []
+    for item in items:
+        found.append(item)
+        if item.get("type") == 12:
+            found.extend(workbook_items(item["content"].get("items", [])))
+    return found
+
+
+def workbook_parameters() -> list[dict]:
+    return [parameter for item in workbook_items(workbook()["items"]) if item["type"] == 9
+            for parameter in item["content"]["parameters"]]
+
+
+def workbook_queries() -> list[str]:
+    """The KQL of every query item and of every parameter filled by a query."""
+    queries = [item["content"]["query"] for item in workbook_items(workbook()["items"]) if item["type"] == 3]
+    return queries + [parameter["query"] for parameter in workbook_parameters() if "query" in parameter]
+
+
+def query_table(query: str) -> str:
+    first = re.match(r"\s*(\w+)", query)
+    assert first is not None, query
+    return first.group(1)
+
+
+def dimensions_read(query: str) -> set[str]:
+    return {match.group("key") if match.group("key") is not None else match.group("dotted")
+            for match in DIMENSION.finditer(query)}
+
+
+def test_the_workbook_is_a_notebook_whose_query_items_ask_application_insights() -> None:
+    document = workbook()
+    items = workbook_items(document["items"])
+    queries = [item for item in items if item["type"] == 3]
+
+    assert document["version"] == "Notebook/1.0"
+    assert {item["type"] for item in items} <= {1, 3, 9, 12}
+    assert len(queries) >= 10
+    for item in queries:
+        content = item["content"]
+        assert content["version"] == "KqlItem/1.0", item["name"]
+        assert content["query"].strip(), item["name"]
+        assert content["queryType"] == 0 and content["resourceType"] == WORKBOOK_ROOT, item["name"]
+        assert content["visualization"] in VISUALIZATIONS, item["name"]
+        assert content.get("timeContextFromParameter") == "TimeRange", item["name"]
+    names = [item["name"] for item in items]
+    assert len(names) == len(set(names)), "item names are unique"
+
+
+def test_the_workbook_s_parameters_are_a_time_range_and_a_tenant_and_every_placeholder_is_one() -> None:
+    parameters = {parameter["name"]: parameter for parameter in workbook_parameters()}
+
+    assert parameters["TimeRange"]["type"] == 4
+    assert parameters["Tenant"]["type"] == 2 and parameters["Tenant"]["multiSelect"] is True
+    assert parameters["Tenant"]["typeSettings"]["selectAllValue"] == "*"
+    assert parameters["Tenant"]["resourceType"] == WORKBOOK_ROOT
+    for query in workbook_queries():
+        assert set(PLACEHOLDER.findall(query)) <= set(parameters), query
+    tenant_filtered = [query for query in workbook_queries() if "{Tenant}" in query]
+    assert tenant_filtered and all("'*' in ({Tenant}) or tenant in ({Tenant})" in query for query in tenant_filtered)
+
+
+def test_every_metric_the_workbook_charts_is_one_the_relay_emits_and_every_one_is_charted() -> None:
+    emitted = {metric.name for metric in METRICS}
+    charted = {name for query in workbook_queries() for name in METRIC_NAME.findall(query)}
+
+    assert {metric.kind for metric in METRICS} <= {"counter", "histogram", "gauge"}
+    assert charted - emitted == set(), "the workbook charts metrics the relay does not emit"
+    assert emitted - charted == set(), "metrics the relay emits that the workbook does not chart"
+    for query in workbook_queries():
+        if query_table(query) == "customMetrics":   # each metric query picks its metrics by exact name
+            assert re.search(r"\| where name == 'hunt_relay\.[a-z0-9_.]+'", query), query
+
+
+def test_the_workbook_reads_only_attributes_the_relay_exports_on_that_table() -> None:
+    unknown = []
+    for query in workbook_queries():
+        table = query_table(query)
+        assert table in ATTRIBUTES_BY_TABLE, f"unexpected table {table}"
+        unknown += [(table, key) for key in dimensions_read(query) if key not in ATTRIBUTES_BY_TABLE[table]]
+        # customDimensions only by key: never the whole bag (spans carry nothing secret, but show only what is meant)
+        assert not re.search(r"customDimensions(?!\s*[\[.])", query), query
+
+    assert unknown == []
+    read = {key for query in workbook_queries() for key in dimensions_read(query)}
+    assert {"hunt.status", "hunt.cause", "hunt.api", "hunt.tenant", "hunt.quota.window", "messaging.destination.name",
+            "hunt.destination", "http.response.status_code"} <= read
+
+
+def test_the_workbook_lists_recent_failed_hunt_spans_by_job_tenant_and_error() -> None:
+    failed = [query for query in workbook_queries() if query_table(query) == "requests"]
+
+    assert len(failed) == 1
+    query = failed[0]
+    assert "| where name == 'hunt' and success == false" in query
+    assert {"hunt.job_id", "hunt.tenant", "hunt.error_code"} <= dimensions_read(query)
+    assert "order by timestamp desc" in query
+
+
+def test_the_workbook_checks_catch_a_misspelt_metric_and_an_unknown_attribute() -> None:
+    """The regexes above on known-bad queries: the contract tests can fail."""
+    bad = "customMetrics | where name == 'hunt_relay.hunt' | extend t = tostring(customDimensions['hunt.tennant'])"
+
+    assert set(METRIC_NAME.findall(bad)) - {metric.name for metric in METRICS} == {"hunt_relay.hunt"}
+    assert dimensions_read(bad) - METRIC_ATTRIBUTES == {"hunt.tennant"}
+    assert dimensions_read("requests | extend j = customDimensions.hunt.job_id") == {"hunt"}
+
+
+def module_block(main: str, name: str) -> tuple[str, str]:
+    found = re.search(rf"^module {name} '([^']+)' = [^{{]*\{{\n(.*?)^\}}", main, re.MULTILINE | re.DOTALL)
+    assert found is not None, f"no module {name}"
+    return found.group(1), found.group(2)
+
+
+def test_main_deploys_the_workbook_on_the_application_insights_component() -> None:
+    main = MAIN.read_text()
+    module = WORKBOOK_MODULE.read_text()
+    target, body = module_block(main, "workbook")
+
+    assert target == "app/workbook.bicep"
+    assert main.index("module workbook ") > main.index("module monitoring ")
+    assert "applicationInsightsName: monitoring.outputs.applicationInsightsName" in body
+    assert "tags: tags" in body and "scope: rg" in body and "location: location" in body
+    assert "resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {\n" \
+           "  name: applicationInsightsName\n}" in module
+    assert "resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {" in module
+    assert "name: guid(resourceGroup().id, 'hunt-relay-workbook')" in module
+    assert "kind: 'shared'" in module and "category: 'workbook'" in module
+    assert "sourceId: applicationInsights.id" in module
+    assert "serializedData: string(union(loadJsonContent('workbook.json'), " \
+           "{ fallbackResourceIds: [applicationInsights.id] }))" in module
+
+
+def test_the_host_and_worker_export_opentelemetry_as_the_relay_configures_it() -> None:
+    """host.json's telemetryMode is OpenTelemetry; the relay calls configure_azure_monitor itself (no automatic
+    instrumentation, no log export), so the worker must not do it too (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY
+    'true' would, with every instrumentation on) nor claim to export logs (PYTHON_ENABLE_OPENTELEMETRY: the host
+    would then stop forwarding the worker's logs, and the relay exports none)."""
+    host = json.loads((ROOT / "host.json").read_text())
+    function_app = FUNCTION_APP.read_text()
+    providers = inspect.getsource(telemetry._providers)
+
+    assert host["telemetryMode"] == "OpenTelemetry"
+    assert re.search(r"^  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'$", function_app, re.MULTILINE)
+    assert "PYTHON_ENABLE_OPENTELEMETRY" not in app_setting_keys()
+    assert {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= app_setting_keys()
+    assert "disable_logging=True" in providers and '{"enabled": False}' in providers
+
+
+def test_the_guide_says_what_is_exported_and_how_to_open_the_workbook() -> None:
+    guide = GUIDE.read_text()
+
+    assert "## Telemetry and the workbook" in guide
+    for phrase in ("customMetrics", "requests", "Workbooks", "telemetryMode",
+                   "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"):
+        assert phrase in guide, phrase
+
+
+def test_the_relay_s_identity_may_write_every_table_the_code_uses() -> None:
+    rbac = RBAC.read_text()
+    main = MAIN.read_text()
+    for table in ("gateTable", "jobsTable", "breakerTable"):
+        assert re.search(rf"resource {table}Grant 'Microsoft.Authorization/roleAssignments@[0-9-]+' = \{{\s*"
+                         rf"name: guid\({table}\.id, identityPrincipalId, roles\.tableContributor\)\s*"
+                         rf"scope: {table}\b", rbac), table
+        assert f"    {table}Name: {table}Name" in main, table
