@@ -32,6 +32,7 @@ from shared.core.quota import (
     Wait,
     Window,
     admitted,
+    booked,
     charged,
     counts_at,
     decide,
@@ -79,7 +80,14 @@ class QuotaGate:
                                  runtime=self._runtime, runtime_used=runtime_used_at(state, self._runtime, now),
                                  estimate=estimate)
                 if isinstance(verdict, Wait):
-                    return verdict
+                    if verdict.window is None:
+                        return verdict
+                    # Turned away by the call budget: a place in a later window, so that the backlog comes back
+                    # spread over the windows it needs rather than all at the next boundary.
+                    booking, delay = booked(state, verdict.window, now, self._rand)
+                    if self._write(booking):
+                        return Wait(delay, verdict.reason)
+                    continue
                 new = admitted(state, self._windows, now)
                 if self._runtime:
                     new = charged(new, self._runtime, now, estimate)

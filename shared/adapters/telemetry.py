@@ -74,8 +74,8 @@ METRICS: tuple[Metric, ...] = (
 
 SPAN_ATTRIBUTES = frozenset({
     "hunt.job_id", "hunt.tenant", "hunt.api", "hunt.cause", "hunt.status", "hunt.attempt", "hunt.rows",
-    "hunt.bytes", "hunt.delay_seconds", "hunt.error_code", "error.type", "messaging.message.id", "messaging.destination.name",
-    "messaging.message.delivery_count",
+    "hunt.bytes", "hunt.delay_seconds", "hunt.error_code", "error.type", "messaging.message.id",
+    "messaging.destination.name", "messaging.message.delivery_count",
     # the steps' (shared.app.steps)
     "hunt.gate.verdict", "hunt.gate.wait_seconds", "http.response.status_code", "hunt.destination",
     "hunt.destination.kind", "hunt.delivery.answer", "hunt.delivery.kind", "hunt.breaker",

@@ -72,6 +72,7 @@ class Admit:
 class Wait:
     seconds: float
     reason: str
+    window: Window | None = None   # the call window whose budget is spent (the gate books a place in a later one)
 
 
 def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int], windows: Sequence[Window],
@@ -83,14 +84,33 @@ def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int
     1 s) spreads the hunts that wait for the same moment."""
     if paused_until is not None and paused_until > now:
         return Wait((paused_until - now).total_seconds() + rand(), "paused by a 429")
-    waits = [w.seconds_left(now) for w, n in zip(windows, counts, strict=True) if n >= w.limit]
-    if waits:
-        return Wait(max(waits) + rand(), "the shared call budget for this window is spent")
+    full = [w for w, n in zip(windows, counts, strict=True) if n >= w.limit]
+    if full:
+        binding = max(full, key=lambda w: w.seconds_left(now))
+        return Wait(binding.seconds_left(now) + rand(), "the shared call budget for this window is spent", binding)
     spent = [w.seconds_left(now) for w, used in zip(runtime, runtime_used, strict=True)
              if used > 0 and used + estimate > w.budget]
     if spent:
         return Wait(max(spent) + rand(), "the running-time budget for this window is spent")
     return Admit(estimate)
+
+
+def booked(state: Mapping[str, Any], window: Window, now: datetime,
+           rand: Callable[[], float]) -> tuple[dict[str, Any], float]:
+    """A hunt the call budget turned away takes a place in the first later window with places left (at most the
+    window's limit per window), so that a backlog comes back spread over the windows it needs, not all at every
+    boundary. The state with the booking, and the delay until that window opens (spread over its first moments).
+
+    State: q<seconds>_index (the window booked last, as start / seconds) and q<seconds>_count (places taken)."""
+    index_key, count_key = f"q{window.seconds}_index", f"q{window.seconds}_count"
+    current = window.start(now) // window.seconds
+    index, count = int(state.get(index_key) or 0), int(state.get(count_key) or 0)
+    if index <= current:
+        index, count = current + 1, 0
+    elif count >= window.limit:
+        index, count = index + 1, 0
+    delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS, window.seconds / 20)
+    return {**state, index_key: index, count_key: count + 1}, delay
 
 
 def runtime_used_at(state: Mapping[str, Any], runtime: Sequence[RuntimeWindow], now: datetime) -> list[float]:

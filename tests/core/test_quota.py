@@ -20,9 +20,9 @@ def no_jitter() -> float:
 @pytest.mark.parametrize(("paused_until", "counts", "expected"), [
     (None, [0, 0], Admit()),
     (None, [44, 1499], Admit()),
-    (None, [45, 0], Wait(18.0, "the shared call budget for this window is spent")),
-    (None, [0, 1500], Wait(3558.0, "the shared call budget for this window is spent")),
-    (None, [45, 1500], Wait(3558.0, "the shared call budget for this window is spent")),
+    (None, [45, 0], Wait(18.0, "the shared call budget for this window is spent", MINUTE)),
+    (None, [0, 1500], Wait(3558.0, "the shared call budget for this window is spent", HOUR)),
+    (None, [45, 1500], Wait(3558.0, "the shared call budget for this window is spent", HOUR)),
     (NOW + timedelta(seconds=30), [0, 0], Wait(30.0, "paused by a 429")),
     (NOW - timedelta(seconds=1), [0, 0], Admit()),
 ])
@@ -127,3 +127,20 @@ def test_running_time_is_reserved_per_window_and_defers_before_the_budget_is_spe
     assert runtime_used_at(state, runtime, later) == [0.0, 6.0]
     # An empty window admits one call, whatever its estimate.
     assert verdict({}, 100.0) == Admit(100.0)
+
+
+def test_a_turned_away_hunt_books_a_place_in_the_first_later_window_with_room():
+    from shared.core.quota import booked
+
+    window = Window(10, 3)
+    now = datetime(2026, 12, 1, 12, 0, 3, tzinfo=UTC)   # 3 s into a 10 s window
+    state: dict = {}
+    delays = []
+    for _ in range(7):
+        state, delay = booked(state, window, now, no_jitter)
+        delays.append(delay)
+    assert delays == [7.0, 7.0, 7.0, 17.0, 17.0, 17.0, 27.0]   # three places a window, the windows in order
+    # Once that window has begun, bookings start from the one after it.
+    later = datetime(2026, 12, 1, 12, 0, 41, tzinfo=UTC)
+    _, delay = booked(state, window, later, no_jitter)
+    assert delay == 9.0
