@@ -65,13 +65,14 @@ class Breakers:
     def verdict(self, key: str) -> Verdict:
         """Send, Probe (this instance holds the probe now) or Hold."""
         try:
-            state, etag = self._read(key)
-            verdict = breaker.decide(state, self._clock())
-            if not isinstance(verdict, Probe):
-                return verdict
-            if self._write(key, breaker.claimed(state, self._clock()), etag):
-                logger.info("destination %s: its circuit is open; this delivery is the probe", key)
-                return verdict
+            for fresh in (False, True):   # a claim lost to a stale kept copy reads again and decides again
+                state, etag = self._read(key, fresh=fresh)
+                verdict = breaker.decide(state, self._clock())
+                if not isinstance(verdict, Probe):
+                    return verdict
+                if self._write(key, breaker.claimed(state, self._clock()), etag):
+                    logger.info("destination %s: its circuit is open; this delivery is the probe", key)
+                    return verdict
             return Hold(breaker.PROBE_SECONDS, "another instance is probing the destination")
         except AzureError as error:
             logger.warning("destination %s: the breaker table did not answer (%s); delivering anyway", key,

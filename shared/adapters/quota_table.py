@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import create_if_missing
@@ -99,22 +99,30 @@ class QuotaGate:
     def estimate(self) -> float:
         return FIRST_ESTIMATE_SECONDS if self._estimate is None else self._estimate
 
-    def spent(self, seconds: float, reserved: float) -> None:
-        """A call admitted with `reserved` seconds of running time spent `seconds`: the estimate learns, and the
-        difference is settled in the shared running-time windows once it is worth a write."""
+    def spent(self, seconds: float, reserved: float, *, learn: bool = True) -> None:
+        """A call admitted with `reserved` seconds of running time spent `seconds`: the estimate learns (from
+        answered queries only: a 429 in milliseconds says nothing of a query's cost), and the difference is
+        settled in the shared running-time windows once it is worth a write. Never raises: a settlement that
+        storage refuses waits for the next one, and never changes a hunt's fate."""
         if not self._runtime:
             return
         with self._lock:
-            self._estimate = seconds if self._estimate is None else \
-                (1 - ESTIMATE_WEIGHT) * self._estimate + ESTIMATE_WEIGHT * seconds
+            if learn:
+                self._estimate = seconds if self._estimate is None else \
+                    (1 - ESTIMATE_WEIGHT) * self._estimate + ESTIMATE_WEIGHT * seconds
             self._unsettled += seconds - reserved
             if abs(self._unsettled) < SETTLE_SECONDS:
                 return
-            for _ in range(MAX_CONFLICT_RETRIES):
-                state = self._kept_state()
-                if self._write(charged(state, self._runtime, self._clock(), self._unsettled)):
-                    self._unsettled = 0.0
-                    return
+            try:
+                for _ in range(MAX_CONFLICT_RETRIES):
+                    state = self._kept_state()
+                    if self._write(charged(state, self._runtime, self._clock(), self._unsettled)):
+                        self._unsettled = 0.0
+                        return
+            except AzureError as error:
+                logger.warning("quota gate %s: the running time could not be settled (%s); it is kept for the next "
+                               "settlement", self._key, type(error).__name__)
+                return
         logger.warning("quota gate %s: could not settle the running time after %s tries", self._key,
                        MAX_CONFLICT_RETRIES)
 
@@ -235,9 +243,10 @@ class QuotaGates:
     def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None:
         self._gate(api, tenant).pause_until(self._clock() + timedelta(seconds=seconds))
 
-    def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *, reserved: float = 0.0) -> None:
+    def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *, reserved: float = 0.0,
+              learn: bool = True) -> None:
         """A call's running time, once it answered (shared.core.quota: r<seconds>_used)."""
-        self._gate(api, tenant).spent(seconds, reserved)
+        self._gate(api, tenant).spent(seconds, reserved, learn=learn)
 
 
 def _windows(pairs: Sequence[tuple[int, int]]) -> list[Window]:

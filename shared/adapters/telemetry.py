@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -233,7 +234,7 @@ def _providers(exporter: str) -> tuple[TracerProvider, MeterProvider]:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    resource = Resource.create({"service.name": "hunt-relay"})   # OTEL_SERVICE_NAME, when set, wins
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "hunt-relay"})
     tracer_provider = SdkTracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     meter_provider = SdkMeterProvider(resource=resource,

@@ -272,4 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HuntRelayError, ScheduleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except AzureError as error:   # storage did not answer: a message, not a traceback
+        print(f"error: the relay's storage did not answer ({type(error).__name__}); check AzureWebJobsStorage and "
+              "try again", file=sys.stderr)
+        return 2
     return 1

@@ -79,7 +79,7 @@ class Gate(Protocol):
     def admit(self, api: str, tenant: TenantConfig | None = None) -> Admit | Wait: ...
     def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None: ...
     def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *,
-              reserved: float = 0.0) -> None: ...
+              reserved: float = 0.0, learn: bool = True) -> None: ...
 
 
 class Runner(Protocol):
@@ -299,7 +299,8 @@ class HuntProcessor:
         if ran.api != "graph" and isinstance(result, ResultStream):
             result.running_time = RunningTime(wall, verdict.reserved)
         else:
-            self._gate.spent(ran.api, wall, tenant, reserved=verdict.reserved)
+            self._gate.spent(ran.api, wall, tenant, reserved=verdict.reserved,
+                             learn=isinstance(result, ResultStream))
         return result
 
     def _settle_running_time(self, ran: HuntRequest, stream: RowStream) -> None:

@@ -92,6 +92,13 @@ class Redriver:
             if name.journal and (not isinstance(step, dict) or step.get("done")):
                 continue   # redriven already: chosen once only
             journal = blob if name.journal else journal_name(name, str(record.get("dead_lettered_at", "")))
+            if not name.journal:   # a redrive cut short before it removed the record: its entry resumes it
+                entry = self._records.load(journal)
+                started = entry.get("redrive") if entry is not None else None
+                if isinstance(started, dict):
+                    if started.get("done"):
+                        continue
+                    step = started
             handled.add(journal)
             original = {k: v for k, v in record.items() if k != "redrive"}
             if not selection.matches(original):

@@ -70,8 +70,9 @@ class TimedGate:
     def throttled(self, api: str, seconds: float, tenant: TenantConfig | None = None) -> None:
         self._gate.throttled(api, seconds, tenant)
 
-    def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *, reserved: float = 0.0) -> None:
-        self._gate.spent(api, seconds, tenant, reserved=reserved)
+    def spent(self, api: str, seconds: float, tenant: TenantConfig | None = None, *, reserved: float = 0.0,
+              learn: bool = True) -> None:
+        self._gate.spent(api, seconds, tenant, reserved=reserved, learn=learn)
 
     def __getattr__(self, name: str) -> Any:   # ensure_table, usage and the rest pass through untimed
         return getattr(self._gate, name)

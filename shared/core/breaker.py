@@ -78,8 +78,9 @@ def claimed(entity: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def after_success(entity: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Closed and cleared; None when it was closed and clear already (no write needed)."""
-    if state_of(entity) == "closed" and not entity.get("failures"):
+    """Closed and cleared; None when it was closed and clear already (no write needed), or gone: a delivery that
+    began before the 410 says nothing of the endpoint now, and only an operator closes it."""
+    if state_of(entity) == "gone" or (state_of(entity) == "closed" and not entity.get("failures")):
         return None
     return closed()
 

@@ -86,6 +86,10 @@ def parse_tenants(spec: Any, *, setting: Callable[[str], str | None], destinatio
     owner: dict[str, str] = {}
     for name, fields in spec.items():
         where = f"HUNT_TENANTS.{name}"
+        if name == "home":
+            problems.append(f"{where}: 'home' names the relay's own tenant (in circuit keys and on the ops page); "
+                            "give the customer tenant another name")
+            continue
         if not TENANT_NAME.fullmatch(str(name)):
             problems.append(f"{where}: a tenant name is 1-32 lowercase letters, digits and -, starting and ending "
                             "with a letter or digit")

@@ -10,6 +10,7 @@ with HUNT_INLINE_WEBHOOK_SECRETS when they are set.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -32,9 +33,11 @@ class Target:
         """The key of its circuit breaker (shared.adapters.breaker_table): per tenant and destination, an inline
         URL per host."""
         owner = self.tenant or "home"
-        if self.inline:
-            url = getattr(self.destination, "url", "")
-            return f"{owner}.inline.{(urlsplit(url).hostname or 'unknown').lower()}"
+        if self.inline:   # per endpoint: one host (a Logic Apps region) serves many workflows
+            parts = urlsplit(getattr(self.destination, "url", ""))
+            host = (parts.hostname or "unknown").lower()
+            endpoint = hashlib.sha256(f"{parts.scheme}://{host}{parts.path}".encode()).hexdigest()[:12]
+            return f"{owner}.inline.{host}.{endpoint}"
         return f"{owner}.{self.destination.name}"
 
 

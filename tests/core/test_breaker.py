@@ -54,4 +54,5 @@ def test_410_holds_until_an_operator_closes_it():
     held = breaker.decide(gone, T0 + timedelta(days=30))
     assert isinstance(held, Hold) and held.seconds is None and "operator" in held.reason
     assert fail(gone, 5)["state"] == "gone"   # failures do not turn it into a probing circuit
+    assert breaker.after_success(gone) is None   # nor a late success of a delivery that began before the 410
     assert breaker.decide(breaker.closed(), T0) == Send()

@@ -74,3 +74,15 @@ def test_a_default_tenant_needs_hunt_tenants():
     with pytest.raises(SettingsError) as refused:
         load_settings({**STORAGE, "HUNT_DEFAULT_TENANT": "a"})
     assert "HUNT_TENANTS is not set" in str(refused.value)
+
+
+def test_home_is_not_a_customer_tenants_name():
+    from shared.core.settings import parse_quota_windows, parse_runtime_budget
+    from shared.core.tenants import parse_tenants
+
+    problems: list[str] = []
+    spec = {"home": {"tenant_id": "3d6f1a52-0c1e-4a8e-9a61-2f0b5a0c7001", "auth": "federated",
+                     "client_id": "a1b2c3d4-0000-4000-8000-00000000abcd", "destinations": ["out"]}}
+    assert parse_tenants(spec, setting=lambda name: None, destinations={"out": object()},
+                         parse_windows=parse_quota_windows, problems=problems, parse_budget=parse_runtime_budget) == {}
+    assert len(problems) == 1 and "'home'" in problems[0]

@@ -310,3 +310,27 @@ def test_a_redrive_cut_short_before_its_enqueue_is_finished_by_the_next_one(rela
     assert (line["action"], line["id"], line["resumed"]) == ("redriven", job, True)
     assert [(o.job_id, o.status) for o in drain(relay).outcomes] == [(job, "delivered")]
     assert run(capsys, "redrive", "--id", job)[1] == []
+
+
+def test_a_redrive_cut_short_before_it_removed_the_record_is_finished_by_the_next_one(
+        relay_stack: RelayStack, capsys, monkeypatch):
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared.adapters.dead_letters import DeadLetters
+
+    relay = configured(relay_stack, HUNT_MAX_ATTEMPTS="1")
+    job = fail_once_with_503(relay_stack, relay)
+
+    def refused(self, name):  # type: ignore[no-untyped-def]
+        raise ServiceRequestError("storage went away")
+
+    with monkeypatch.context() as patched:   # the journal entry and the ledger are written, the delete fails
+        patched.setattr(DeadLetters, "remove", refused)
+        code, lines, err = run(capsys, "redrive", "--id", job)
+    assert code == 2 and lines == []
+    assert relay.hunt_queue.get_queue_properties().approximate_message_count == 0
+
+    code, [line], _ = run(capsys, "redrive", "--id", job)
+    assert (line["action"], line["id"], line["resumed"]) == ("redriven", job, True)
+    assert [(o.job_id, o.status) for o in drain(relay).outcomes] == [(job, "delivered")]
+    assert run(capsys, "redrive", "--id", job)[1] == []
