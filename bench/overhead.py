@@ -15,14 +15,17 @@ http` for plain http on loopback): a naive session per hunt pays a TLS handshake
 does not. Certificates are verified against the public CA bundle plus the sandbox's certificate, as a real host
 verifies against its bundle.
 
-The relay runs twice in each run, with the job ledger on (as deployed: a begin and an outcome write per hunt, issue
-[front-door]) and off (HUNT_JOB_LEDGER=false), the two alternating with the naive run in between.
+The relay runs in up to three configurations in each run, the naive run after the first: `full`, the job ledger
+(a begin and an outcome write per hunt, issue [front-door]) and telemetry (issue [operations]: the SDK's tracer and
+meter providers, a span per hunt with its child spans and the metrics, exported in batches to an exporter that
+discards them, so that recording and batching are counted and no network is); `ledger`, the ledger without
+telemetry; `bare`, neither (HUNT_JOB_LEDGER=false, no exporter).
 
 Targets: at most 10 ms of relay CPU per hunt, and at least 5 times less than the naive baseline.
 
 Run: .venv/bin/python bench/overhead.py [--hunts 500] [--auth managed_identity|client_secret|both]
                                         [--api-scheme https|http] [--concurrency 4] [--warmup 30]
-                                        [--ledger both|on|off]
+                                        [--configs full,ledger,bare]
 """
 
 from __future__ import annotations
@@ -44,7 +47,13 @@ from azure.storage.blob import ContainerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `python bench/...`
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
 from bench.local_stack import LocalStack, apply_env, restore_env
+from shared.adapters.telemetry import Telemetry
 from shared.app.config import load_settings
 from shared.app.relay import Relay
 from shared.app.worker import PortableWorker
@@ -130,22 +139,52 @@ def handler_of(relay: Relay) -> Handler:
     return handle
 
 
+class _Discard(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class _DiscardMetrics(MetricExporter):
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def discarding_telemetry(queue: str) -> Telemetry:
+    """The SDK's providers as Azure Monitor or OTLP would use them (batched spans, periodic metrics), exporting
+    to nothing."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(_DiscardMetrics(),
+                                                                                 export_interval_millis=10_000)])
+    return Telemetry(tracer_provider, meter_provider, queue=queue, exporter="discard")
+
+
+CONFIGS = {"full": (True, True), "ledger": (True, False), "bare": (False, False)}   # (ledger, telemetry)
+
+
 def measure(stack: LocalStack, hunts: int, auth: str, api_scheme: str, concurrency: int, warmup: int,
-            ledgers: tuple[str, ...]) -> tuple[list[Run], Run, float]:
+            configs: tuple[str, ...]) -> tuple[list[Run], Run, float]:
     relay_runs: list[Run] = []
     startup_ms = 0.0
     naive_run: Run | None = None
-    for index, ledger in enumerate(ledgers):
+    for index, config in enumerate(configs):
+        ledger, telemetry = CONFIGS[config]
         env = stack.relay_env(auth, api_scheme=api_scheme, HUNT_QUOTA_WINDOWS=RAISED_QUOTA,
-                              HUNT_JOB_LEDGER="true" if ledger == "on" else "false")
+                              HUNT_JOB_LEDGER="true" if ledger else "false")
         previous = apply_env(env)  # azure-identity and requests read the identity endpoint and CA bundle from here
         try:
             started = time.process_time()
-            relay = Relay(load_settings(env))
+            settings = load_settings(env)
+            relay = Relay(settings, telemetry=discarding_telemetry(settings.queue) if telemetry else None)
             relay.ensure_resources()
             startup_ms = (time.process_time() - started) * 1000
-            relay_runs.append(drain(f"ledger {ledger}", stack, relay, handler_of(relay), hunts, concurrency,
-                                    warmup))
+            relay_runs.append(drain(config, stack, relay, handler_of(relay), hunts, concurrency, warmup))
             if index == 0:   # the naive run between the relay's two, so that drift touches both alike
                 naive_env = stack.relay_env(auth, api_scheme=api_scheme)
                 naive_relay = Relay(load_settings({**naive_env, "HUNT_JOB_LEDGER": "false"}))
@@ -166,13 +205,16 @@ def main() -> int:
     parser.add_argument("--api-scheme", choices=("https", "http"), default="https")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=30, help="hunts run first and not measured")
-    parser.add_argument("--ledger", choices=("both", "on", "off"), default="both",
-                        help="the job ledger on, off, or both (on first, then off)")
+    parser.add_argument("--configs", default="full,ledger,bare",
+                        help="the relay's configurations, in order: full (ledger and telemetry), ledger, bare")
     args = parser.parse_args()
     modes = ("managed_identity", "client_secret") if args.auth == "both" else (args.auth,)
-    ledgers = ("on", "off") if args.ledger == "both" else (args.ledger,)
+    configs = tuple(args.configs.split(","))
+    unknown = set(configs) - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown configurations {sorted(unknown)}: use {', '.join(CONFIGS)}")
     with LocalStack() as stack:
-        runs = {auth: measure(stack, args.hunts, auth, args.api_scheme, args.concurrency, args.warmup, ledgers)
+        runs = {auth: measure(stack, args.hunts, auth, args.api_scheme, args.concurrency, args.warmup, configs)
                 for auth in modes}
     print(f"{args.hunts} small hunts per run, worker concurrency {args.concurrency}, the API over "
           f"{args.api_scheme}; CPU of the relay's process")

@@ -326,7 +326,7 @@ def test_a_redrive_cut_short_before_it_removed_the_record_is_finished_by_the_nex
 
     with monkeypatch.context() as patched:   # the journal entry and the ledger are written, the delete fails
         patched.setattr(DeadLetters, "remove", refused)
-        code, lines, err = run(capsys, "redrive", "--id", job)
+        code, lines, _ = run(capsys, "redrive", "--id", job)
     assert code == 2 and lines == []
     assert relay.hunt_queue.get_queue_properties().approximate_message_count == 0
 
