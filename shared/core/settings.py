@@ -426,9 +426,8 @@ def parse_runtime_budget(text: str) -> tuple[tuple[float, int], ...]:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?\s*[smhd]?)\s*/\s*(\d+\s*[smhd]?)\s*", part)
         budget = parse_duration(match.group(1)) if match else 0
         seconds = parse_duration(match.group(2)) if match else 0
-        if not match or budget <= 0 or seconds < 1 or budget > seconds:
-            raise ValueError(f"{part.strip()!r} is not RUNNING-TIME/WINDOW such as 10m/1h or 3h/1d (the running "
-                             "time at most the window); or 'off'")
+        if not match or budget <= 0 or seconds < 1:
+            raise ValueError(f"{part.strip()!r} is not RUNNING-TIME/WINDOW such as 10m/1h or 3h/1d; or 'off'")
         windows.append((float(budget), int(seconds)))
     return tuple(windows)
 
