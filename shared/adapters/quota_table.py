@@ -74,7 +74,7 @@ class QuotaGate:
             for _ in range(MAX_CONFLICT_RETRIES):
                 now = self._clock()
                 state = self._kept_state()
-                estimate = self.estimate if self._runtime else 0.0
+                estimate = self._estimate_with(state) if self._runtime else 0.0
                 verdict = decide(now=now, paused_until=_as_datetime(state.get("paused_until")),
                                  counts=counts_at(state, self._windows, now), windows=self._windows, rand=self._rand,
                                  runtime=self._runtime, runtime_used=runtime_used_at(state, self._runtime, now),
@@ -95,9 +95,12 @@ class QuotaGate:
                     return verdict
             return Wait(1.0 + self._rand(), "the quota gate is contended")   # come back shortly rather than spin
 
-    @property
-    def estimate(self) -> float:
-        return FIRST_ESTIMATE_SECONDS if self._estimate is None else self._estimate
+    def _estimate_with(self, state: dict[str, Any]) -> float:
+        """This process's estimate; before its first call, the fleet's (what another process last settled with)."""
+        if self._estimate is not None:
+            return self._estimate
+        shared = state.get("r_estimate")
+        return float(shared) if isinstance(shared, int | float) and shared >= 0 else FIRST_ESTIMATE_SECONDS
 
     def spent(self, seconds: float, reserved: float, *, learn: bool = True) -> None:
         """A call admitted with `reserved` seconds of running time spent `seconds`: the estimate learns (from
@@ -116,7 +119,10 @@ class QuotaGate:
             try:
                 for _ in range(MAX_CONFLICT_RETRIES):
                     state = self._kept_state()
-                    if self._write(charged(state, self._runtime, self._clock(), self._unsettled)):
+                    settled = charged(state, self._runtime, self._clock(), self._unsettled)
+                    if self._estimate is not None:
+                        settled["r_estimate"] = self._estimate   # a process that starts later begins from it
+                    if self._write(settled):
                         self._unsettled = 0.0
                         return
             except AzureError as error:

@@ -14,6 +14,8 @@ and per running-time window (HUNT_RUNTIME_BUDGET: the service's second budget, q
     r<seconds>_used     seconds of running time charged in it: each admitted call reserves its estimate, and is
                         settled by what it spent once it answered (Stats.ExecutionTime where the API gives it, the
                         call's own wall clock otherwise; Graph gives no statistics)
+    r_estimate          the running time of one call as the last settling process estimated it: where a process
+                        that has not called yet starts from
 
 `decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more
 call; `charged` the state with running time added (or an estimate settled); `gate_usage` is what an operator is
@@ -109,7 +111,7 @@ def booked(state: Mapping[str, Any], window: Window, now: datetime,
         index, count = current + 1, 0
     elif count >= window.limit:
         index, count = index + 1, 0
-    delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS, window.seconds / 20)
+    delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
     return {**state, index_key: index, count_key: count + 1}, delay
 
 
