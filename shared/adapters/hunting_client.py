@@ -5,9 +5,10 @@
     TransportFailure(reason)          nothing usable came back: connect error, timeout, reset (transient)
     ResultStream                      200: the rows, parsed incrementally while they arrive
 
-A ResultStream is consumed once. Its rows are parsed with ijson's C backend as chunks arrive, so memory does not
-grow with the number of rows; `columns` and `stats` are filled as their part of the body goes by (the APIs may
-send them before or after the rows). A body cut short raises `StreamBroken` from the row iterator.
+A ResultStream is consumed once. Its rows are read as chunks arrive (shared.core.result_body), so memory does not
+grow with the number of rows; `columns` and `stats` are filled as their part of the body goes by. `raw_rows()`
+gives each row's own bytes, which a JSON destination writes without encoding it again. A body cut short raises
+`StreamBroken` from the row iterator.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import ijson
 import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
@@ -29,6 +29,7 @@ from shared.core.apis import APIS, ApiSpec, Cloud
 from shared.core.classify import ErrorInfo, sign_in_refusal
 from shared.core.envelope import ROW_CAP
 from shared.core.errors import StreamBroken
+from shared.core.result_body import BodyMalformed, rows_of
 from shared.core.rows import Column, PartSummary
 from shared.core.tenants import TenantConfig
 
@@ -80,43 +81,31 @@ class ResultStream:
     running_time: RunningTime | None = None   # the quota gate's charge for this call, settled after the rows
 
     def rows(self) -> Iterator[dict[str, Any]]:
+        for row, _ in self._pairs():
+            yield row
+
+    def raw_rows(self) -> Iterator[bytes]:
+        """Each row as the service wrote it (strict JSON on one line): what a JSON destination writes as it is."""
+        for _, text in self._pairs():
+            yield text
+
+    def _pairs(self) -> Iterator[tuple[dict[str, Any], bytes]]:
         schema_key, results_key, stats_key = self.spec.result_keys
-        rows: list[Any] = ijson.sendable_list()
-        schema: list[Any] = ijson.sendable_list()
-        stats: list[Any] = ijson.sendable_list()
-        rows_parser = ijson.items_coro(rows, results_key + ".item", use_float=True)
-        schema_parser = ijson.items_coro(schema, schema_key + ".item")
-        side_parsers = [schema_parser, ijson.items_coro(stats, stats_key, use_float=True)]
+
+        def other(key: str, value: Any) -> None:   # every API sends its schema and stats before its rows
+            if key == schema_key and isinstance(value, list):
+                self.columns = _columns(value)
+            elif key == stats_key:
+                self.stats = value if isinstance(value, dict) else None
+
         try:
-            for chunk in self.response.iter_content(CHUNK_BYTES):
-                rows_parser.send(chunk)
-                for parser in side_parsers:
-                    parser.send(chunk)
-                if schema and not self.columns:
-                    self.columns = _columns(schema)
-                if rows and side_parsers:
-                    # The rows have begun, so whatever preceded them is known (every API sends its schema and
-                    # stats first). Parsing each row three times only to look for them after the rows would cost
-                    # two thirds of the time: keep only a schema parser that has seen no schema yet.
-                    side_parsers = [] if schema else [schema_parser]
-                yield from self._drain(rows)
-            for parser in [rows_parser, *side_parsers]:
-                parser.close()
-        except (requests.RequestException, ijson.JSONError, OSError) as error:
+            for pair in rows_of(self.response.iter_content(CHUNK_BYTES), results_key, other):
+                self.row_count += 1
+                yield pair
+        except (requests.RequestException, BodyMalformed, OSError) as error:
             raise StreamBroken(f"the result stream broke after {self.row_count} rows: {type(error).__name__}") from None
         finally:
             self.response.close()
-        if schema and not self.columns:
-            self.columns = _columns(schema)
-        if stats:
-            self.stats = stats[0] if isinstance(stats[0], dict) else None
-        yield from self._drain(rows)
-
-    def _drain(self, rows: list[Any]) -> Iterator[dict[str, Any]]:
-        for row in rows:
-            self.row_count += 1
-            yield row
-        del rows[:]
 
     def close(self) -> None:
         self.response.close()

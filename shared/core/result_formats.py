@@ -15,13 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from shared.core import envelope
-from shared.core.rows import Column, RowStream
+from shared.core.rows import Column, RawRows, RowStream
 from shared.core.strict_json import dumps, dumps_text
 
 CONTENT_TYPES = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -69,14 +69,13 @@ class GzipWriter:
 
 def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: RowStream,
            clock: Callable[[], datetime]) -> ResultSummary:
-    rows = stream.rows()
     if fmt == "json":
-        _render_json(out, head, rows)
+        _render_json(out, head, _encoded(stream))
     elif fmt == "ndjson":
-        for row in rows:
-            out.write(dumps(row) + b"\n")
+        for row in _encoded(stream):
+            out.write(row + b"\n")
     elif fmt == "csv":
-        _render_csv(out, stream, rows)
+        _render_csv(out, stream, stream.rows())
     else:  # pragma: no cover - validated with the request
         raise ValueError(f"unknown format {fmt!r}")
     tail = envelope.tail(row_count=stream.row_count, columns=stream.columns, stats=stream.stats,
@@ -86,11 +85,18 @@ def render(out: BinaryWriter, fmt: str, head: dict[str, Any], stream: RowStream,
     return ResultSummary(stream.row_count, bool(tail["truncated"]), stream.columns, stream.stats, tail)
 
 
-def _render_json(out: BinaryWriter, head: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
+def _encoded(stream: RowStream) -> Iterator[bytes]:
+    """Each row as strict JSON: the service's own bytes when the stream has them (no second encoding)."""
+    if isinstance(stream, RawRows):
+        return stream.raw_rows()
+    return (dumps(row) for row in stream.rows())
+
+
+def _render_json(out: BinaryWriter, head: dict[str, Any], rows: Iterable[bytes]) -> None:
     out.write(dumps(head)[:-1] + b',"results":[')
     first = True
     for row in rows:
-        out.write(dumps(row) if first else b"," + dumps(row))
+        out.write(row if first else b"," + row)
         first = False
     out.write(b"]")
 

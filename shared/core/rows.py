@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,11 @@ class RowStream(Protocol):
     parts: list[PartSummary] | None
 
     def rows(self) -> Iterator[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class RawRows(Protocol):
+    """A row stream that also has each row's own bytes (strict JSON on one line, as the service sent it): a JSON
+    format writes those instead of encoding the row again. Consumed once, like `rows()`: one or the other."""
+
+    def raw_rows(self) -> Iterator[bytes]: ...
