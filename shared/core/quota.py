@@ -34,9 +34,10 @@ MAX_EDGE_SECONDS = 1.0   # how close to a window's end a call also counts in the
 
 
 @dataclass(frozen=True)
-class Window:
+class _Aligned:
+    """A window of `seconds`, aligned on the Unix epoch as the service aligns its own."""
+
     seconds: int
-    limit: int
 
     def start(self, now: datetime) -> int:
         epoch = int(now.timestamp())
@@ -44,6 +45,13 @@ class Window:
 
     def seconds_left(self, now: datetime) -> float:
         return self.start(now) + self.seconds - now.timestamp()
+
+
+@dataclass(frozen=True)
+class Window(_Aligned):
+    """A call budget: `limit` calls per window."""
+
+    limit: int
 
     def at_edge(self, now: datetime) -> bool:
         """In the window's last moments: a call admitted now may reach the API in the next window."""
@@ -51,18 +59,10 @@ class Window:
 
 
 @dataclass(frozen=True)
-class RuntimeWindow:
-    """A running-time budget: `budget` seconds of query running time per window of `seconds` (epoch-aligned)."""
+class RuntimeWindow(_Aligned):
+    """A running-time budget: `budget` seconds of query running time per window."""
 
-    seconds: int
     budget: float
-
-    def start(self, now: datetime) -> int:
-        epoch = int(now.timestamp())
-        return epoch - epoch % self.seconds
-
-    def seconds_left(self, now: datetime) -> float:
-        return self.start(now) + self.seconds - now.timestamp()
 
 
 @dataclass(frozen=True)

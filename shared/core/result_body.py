@@ -115,12 +115,8 @@ def rows_of(chunks: Iterable[bytes], results_key: str, on_value: Callable[[str, 
         else:
             found, _, _ = body.value()
             on_value(key, found)
-        following = body.peek()
-        body.pos += 1
-        if following == "}":
+        if _closed(body, "}"):
             return
-        if following != ",":
-            raise BodyMalformed(f"expected ',' or '}}' in the answer, found {following!r}")
 
 
 def _rows(body: _Body) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -135,9 +131,16 @@ def _rows(body: _Body) -> Iterator[tuple[dict[str, Any], bytes]]:
             raise BodyMalformed("a result row is not a JSON object")
         text = body.text[start:end]
         yield row, (dumps(row) if body.non_finite or "\n" in text or "\r" in text else text.encode("utf-8"))
-        following = body.peek()
-        body.pos += 1
-        if following == "]":
+        if _closed(body, "]"):
             return
-        if following != ",":
-            raise BodyMalformed(f"expected ',' or ']' between result rows, found {following!r}")
+
+
+def _closed(body: _Body, closer: str) -> bool:
+    """After an item: True at the closing `closer`, False at a comma (more items follow)."""
+    following = body.peek()
+    body.pos += 1
+    if following == closer:
+        return True
+    if following != ",":
+        raise BodyMalformed(f"expected ',' or {closer!r} in the answer, found {following!r}")
+    return False
