@@ -39,7 +39,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `python bench/...`
 
-from bench.local_stack import ROOT, LocalStack
+from bench.local_stack import ROOT, LocalStack, stop_workers
 from sandbox.identity import SYSTEM_IDENTITY_CLIENT_ID
 from sandbox.tokens import object_id_for
 from sandbox.webhook_receiver import ReceivedRequest, WebhookReceiver
@@ -305,14 +304,7 @@ class Fleet:
             while time.time() < deadline and not expected <= self.answered():
                 time.sleep(0.5)
         finally:
-            for worker in workers:
-                worker.send_signal(signal.SIGTERM)
-            for worker in workers:
-                try:
-                    worker.wait(120)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait(10)
+            stop_workers(workers, 120)
         print(f"  ({mode}: worker logs in {logs})", file=sys.stderr)
         return self.figures(mode, hunts, start, deadletters, logs, notes)
 

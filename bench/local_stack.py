@@ -128,3 +128,16 @@ def restore_env(previous: dict[str, Any]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def stop_workers(workers: list[subprocess.Popen[Any]], grace_seconds: float) -> None:
+    """SIGTERM to every worker (each finishes the hunts it holds), then a kill for any still running after
+    `grace_seconds`."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)

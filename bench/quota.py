@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `python bench/...`
 
-from bench.local_stack import ROOT, LocalStack
+from bench.local_stack import ROOT, LocalStack, stop_workers
 
 QUERY = "DeviceInfo | project DeviceId, DeviceName | take 3"
 TARGET_RATIO, TARGET_429_SHARE = 1.10, 0.03
@@ -93,14 +92,7 @@ def run_workers(env: dict[str, str], args: argparse.Namespace, logs: Path, done:
         while time.monotonic() < deadline and not done():
             time.sleep(0.5)
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        stop_workers(workers, 60)
 
 
 def hunting_calls(stack: LocalStack) -> Counter[int]:

@@ -35,6 +35,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import create_if_missing
+from shared.core.envelope import iso
 from shared.core.hunt_request import HuntRequest
 from shared.core.job_states import FINISHED, HOME_PARTITION, JobState, partition_of, state_of
 from shared.core.outcome import Cause, MessageInfo, Outcome
@@ -67,11 +68,11 @@ class JobRecord:
 
     def as_dict(self) -> dict[str, Any]:
         found = {"id": self.id, "status": self.status, **({"tenant": self.tenant} if self.tenant else {}),
-                 "updated_at": _iso(self.updated_at)}
+                 "updated_at": iso(self.updated_at)}
         for name in ("submitted_at", "next_attempt_at"):
             value = getattr(self, name)
             if value is not None:
-                found[name] = _iso(value)
+                found[name] = iso(value)
         for name in ("location", "error_code", "api", "attempts"):
             if getattr(self, name) is not None:
                 found[name] = getattr(self, name)
@@ -283,9 +284,6 @@ def _as_datetime(value: Any) -> datetime | None:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return None
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _encode_token(token: Any) -> str:

@@ -142,7 +142,7 @@ class Telemetry:
 
     # --- what the observer records --------------------------------------------------------------------------
 
-    def _span(self, outcome: Outcome, message: MessageInfo, attributes: dict[str, AttributeValue]) -> None:
+    def _span(self, outcome: Outcome, attributes: dict[str, AttributeValue]) -> None:
         timing = outcome.timing
         if timing is None:
             return
@@ -189,7 +189,7 @@ class Telemetry:
             "messaging.message.delivery_count": message.dequeue_count,
         }
         attributes.update({key: value for key, value in optional.items() if value is not None})
-        self._span(outcome, message, attributes)
+        self._span(outcome, attributes)
         self._count(outcome, now)
 
 

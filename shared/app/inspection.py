@@ -18,6 +18,7 @@ may read the whole list, the relay itself never does.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -25,6 +26,7 @@ from azure.storage.blob import BlobProperties
 
 from shared.adapters.split_parts import PARTS_PREFIX as SPLIT_PREFIX
 from shared.app.relay import Relay
+from shared.core.envelope import iso
 from shared.core.errors import InvalidHuntRequest
 from shared.core.hunt_request import message_json
 from shared.core.redrive import parse_record_name
@@ -132,5 +134,5 @@ def _poisoned(relay: Relay, job_id: str, tenant: str | None) -> list[dict[str, A
     return found
 
 
-def _iso(moment: Any) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+def _iso(moment: datetime | None) -> str | None:
+    return iso(moment) if moment is not None else None

@@ -74,9 +74,6 @@ class TimedGate:
               learn: bool = True) -> None:
         self._gate.spent(api, seconds, tenant, reserved=reserved, learn=learn)
 
-    def __getattr__(self, name: str) -> Any:   # ensure_table, usage and the rest pass through untimed
-        return getattr(self._gate, name)
-
 
 class TimedRunner:
     """The API client (shared.app.processor.Runner), each call an `api_call` step up to the response's head."""
@@ -119,9 +116,6 @@ class TimedCredential:
             return self._credential.get_token(*scopes, **kwargs)
         finally:
             _record("token", start, {"hunt.tenant": self._tenant or "home"})
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._credential, name)
 
 
 def timed_credentials(credentials: Callable[[TenantConfig | None], TokenCredential]

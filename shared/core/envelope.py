@@ -12,7 +12,7 @@ Pure: times are passed in. For a success the rows are streamed between `head` an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.core.classify import NARROW_HINT, ErrorInfo
@@ -23,7 +23,8 @@ ROW_CAP = 100_000  # the service's documented cap; a result of exactly this size
 
 
 def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    """An aware time as ISO 8601 in UTC with a Z: the one way the relay writes a time."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def head(request: HuntRequest, status: str) -> dict[str, Any]:

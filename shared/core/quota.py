@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.core.envelope import iso
+
 MAX_EDGE_SECONDS = 1.0   # how close to a window's end a call also counts in the next window
 
 
@@ -170,7 +172,7 @@ class WindowUsage:
 
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "limit": self.limit, "used": self.used, "left": self.left,
-                "resets_at": _iso(self.resets_at)}
+                "resets_at": iso(self.resets_at)}
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class GateUsage:
     def as_dict(self) -> dict[str, Any]:
         return {"api": self.api, "tenant": self.tenant, "key": self.key, "configured": self.configured,
                 "windows": [w.as_dict() for w in self.windows],
-                "paused_until": _iso(self.paused_until) if self.paused_until else None}
+                "paused_until": iso(self.paused_until) if self.paused_until else None}
 
 
 def gate_usage(state: Mapping[str, Any], windows: Sequence[Window], now: datetime, *, api: str,
@@ -205,6 +207,3 @@ def gate_usage(state: Mapping[str, Any], windows: Sequence[Window], now: datetim
     return GateUsage(api, tenant, usage, paused if isinstance(paused, datetime) and paused > now else None, key,
                      configured)
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
