@@ -6,6 +6,12 @@ carry their own Authorization and never want .netrc credentials, so when no prox
 is read once, here, instead: the CA bundle variables (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) still apply. When a
 proxy is configured (HTTPS_PROXY and friends) the session keeps requests' per-request behaviour, so that
 NO_PROXY and the proxy variables work exactly as requests documents them.
+
+The Azure SDKs' calls (queues, blobs, tables: most of the relay's calls per hunt) go over a session of their own,
+`storage_session()`. The SDKs' transport hands every setting to each call explicitly (headers, verify, timeouts,
+no redirects), so when no proxy is configured that session sends each request straight through its connection
+pool: it skips requests' merging of session settings, its cookie jar and its hooks, which Azure Storage uses none
+of and which cost about a fifth of the CPU of each storage call.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -42,8 +49,40 @@ def read_capped(response: requests.Response, limit: int, *, max_seconds: float |
     return b"".join(chunks)
 
 
+class DirectSession(requests.Session):
+    """A session whose `request` prepares exactly what it is given and sends it through the pooled adapter: no
+    session headers, cookies, auth, hooks or redirects (the Azure SDKs' transport sets `allow_redirects=False`
+    and every header itself). Certificates are verified against `verify` when the call gives one, else the
+    session's (what requests does with `trust_env` off)."""
+
+    def request(self, method: str | bytes, url: str | bytes, params: Any = None, data: Any = None,
+                headers: Any = None, cookies: Any = None, files: Any = None, auth: Any = None,
+                timeout: Any = None, allow_redirects: bool = True, proxies: Any = None, hooks: Any = None,
+                stream: bool | None = None, verify: Any = None, cert: Any = None, json: Any = None
+                ) -> requests.Response:
+        if cookies or auth or hooks or allow_redirects:   # what this session does not do: requests' own way
+            return super().request(method, url, params=params, data=data, headers=headers, cookies=cookies,
+                                   files=files, auth=auth, timeout=timeout, allow_redirects=allow_redirects,
+                                   proxies=proxies, hooks=hooks, stream=stream, verify=verify, cert=cert, json=json)
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers=headers, files=files, data=data or {},
+                         params=params or {}, json=json)
+        verify = self.verify if verify is None else verify
+        return self.get_adapter(prepared.url or "").send(
+            prepared, stream=bool(stream), timeout=timeout, verify=True if verify is None else verify,
+            cert=self.cert if cert is None else cert, proxies=proxies or {})
+
+
+def storage_session() -> requests.Session:
+    """The Azure SDKs' session: direct when no proxy is configured, else requests' own (see the module's text)."""
+    return _pooled(DirectSession() if not urllib.request.getproxies() else requests.Session())
+
+
 def pooled_session() -> requests.Session:
-    session = requests.Session()
+    return _pooled(requests.Session())
+
+
+def _pooled(session: requests.Session) -> requests.Session:
     adapter = HTTPAdapter(pool_connections=HOST_POOLS, pool_maxsize=POOL_SIZE)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

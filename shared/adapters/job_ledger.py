@@ -9,7 +9,7 @@ Writers:
     submit(request)        the HTTP front door: create-only "queued"; an existing entity is returned instead
     begin(request)         the processor, before anything else: "running" (one write for a hunt that came by
                            queue; an HTTP submission's is written with If-Match on what it read, so that a cancel
-                           in between is never overwritten); False when the hunt was cancelled
+                           in between is never overwritten); whether the job was seen before, or cancelled
     cancel(tenant, id)     a queued hunt only, with If-Match: "cancelled"
     the observer           (LedgerObserver) after every handled message: the outcome's state, one merge write
 
@@ -37,7 +37,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.adapters.storage import create_if_missing
 from shared.core.envelope import iso
 from shared.core.hunt_request import HuntRequest
-from shared.core.job_states import FINISHED, HOME_PARTITION, JobState, partition_of, state_of
+from shared.core.job_states import FINISHED, HOME_PARTITION, Begun, JobState, partition_of, state_of
 from shared.core.outcome import Cause, MessageInfo, Outcome
 
 logger = logging.getLogger(__name__)
@@ -166,13 +166,16 @@ class JobLedger:
         with contextlib.suppress(ResourceNotFoundError):
             self._table.delete_entity(partition_of(tenant), job_id)
 
-    def begin(self, request: HuntRequest) -> bool:
-        """The hunt is running; False (and nothing written) when it was cancelled before it ran.
+    def begin(self, request: HuntRequest) -> Begun:
+        """The hunt is running; CANCELLED (and nothing written) when it was cancelled before it ran.
 
         One write in the common cases: a first attempt that came by queue creates its entity (create-only), and a
         later attempt, which has run before and so cannot have been cancelled, merges its state. Only a first
-        attempt whose entity exists (an HTTP submission) reads it, and writes with If-Match on what it read, so
-        that a cancel in between is never overwritten."""
+        attempt whose entity exists (an HTTP submission, a redelivered message) reads it, and writes with
+        If-Match on what it read, so that a cancel in between is never overwritten.
+
+        FIRST_SIGHT is the create-only write succeeding: no entity of this job was within its retention, so no
+        run of it can have delivered a result (a run begins here first), and the processor need not look."""
         now = self._clock()
         partition = partition_of(request.tenant)
         update: dict[str, Any] = {"PartitionKey": partition, "RowKey": request.id, "status": "running",
@@ -180,11 +183,11 @@ class JobLedger:
                                   "request_sha256": request.digest(), "expires_at": now + self._retention}
         if request.attempt > 1:
             self._table.upsert_entity(update, mode=UpdateMode.MERGE)
-            return True
+            return Begun.SEEN
         for _ in range(MAX_CONFLICTS):
             try:
                 self._table.create_entity({**update, "submitted_at": request.first_enqueued_at or now})
-                return True
+                return Begun.FIRST_SIGHT
             except ResourceExistsError:
                 pass
             try:
@@ -193,17 +196,17 @@ class JobLedger:
                 continue
             same_request = current.get("request_sha256") == update["request_sha256"]
             if current.get("status") == "cancelled" and same_request:
-                return False
+                return Begun.CANCELLED
             try:   # another request under this id (not the one cancelled or submitted) starts the entity afresh
                 fresh = {**update, **_CLEARED, "submitted_at": request.first_enqueued_at or now}
                 self._table.update_entity(update if same_request else fresh, etag=current.metadata[
                     "etag"], mode=UpdateMode.MERGE if same_request else UpdateMode.REPLACE,
                     match_condition=MatchConditions.IfNotModified)
-                return True
+                return Begun.SEEN
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
         logger.warning("hunt %s: the job ledger entity kept changing; running it", request.id)
-        return True
+        return Begun.SEEN
 
     def cancel(self, tenant: str | None, job_id: str) -> JobRecord | None:
         """Cancels a queued hunt; returns the entity as it is after (None: unknown). A hunt that is not queued is

@@ -43,6 +43,7 @@ from shared.core.apis import APIS
 from shared.core.classify import ErrorInfo, Success, Terminal, Throttled, Transient, classify
 from shared.core.errors import DeliveryRefused, InvalidHuntRequest, PendingConflict, StreamBroken
 from shared.core.hunt_request import HuntRequest, decode_hunt_request, message_json
+from shared.core.job_states import Begun
 from shared.core.outcome import Cause, MessageInfo, Outcome
 from shared.core.quota import Admit, Wait
 from shared.core.relay_mark import MessageMark
@@ -88,9 +89,9 @@ class Runner(Protocol):
 
 
 class Jobs(Protocol):
-    """The job ledger (shared.adapters.job_ledger): told each hunt begins; False when it was cancelled."""
+    """The job ledger (shared.adapters.job_ledger): told each hunt begins; says whether it saw the job before."""
 
-    def begin(self, request: HuntRequest) -> bool: ...
+    def begin(self, request: HuntRequest) -> Begun: ...
 
 
 class Retired(Protocol):
@@ -167,7 +168,8 @@ class HuntProcessor:
 
     def _run(self, message: MessageInfo, request: HuntRequest) -> Outcome:
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
-        if self._jobs is not None and not self._jobs.begin(request):
+        begun = self._jobs.begin(request) if self._jobs is not None else Begun.SEEN
+        if begun is Begun.CANCELLED:
             logger.info("hunt %s: cancelled before it ran; completing the message", request.id)
             return Outcome(request.id, Cause.CANCELLED, "cancelled before it ran", request.api, tenant=request.tenant)
         if request.dropped:
@@ -179,7 +181,8 @@ class HuntProcessor:
         job = Job(message, request, self._sink_for(target))
         if request.pending_delivery is not None:
             return self._redeliver(job)
-        if isinstance(job.sink, StreamSink) and job.sink.already_delivered(request):
+        # A job the ledger sees for the first time cannot have been delivered: only a job seen before is looked for
+        if begun is Begun.SEEN and isinstance(job.sink, StreamSink) and job.sink.already_delivered(request):
             logger.info("hunt %s: already delivered, completing the redelivered message", request.id)
             if request.split and self._splits is not None:   # a worker that died between delivery and clean-up
                 self._splits.finished(request)

@@ -24,7 +24,7 @@ from azure.storage.queue import QueueClient
 from shared.adapters.breaker_table import Breakers
 from shared.adapters.credentials import TenantCredentials
 from shared.adapters.dead_letters import DeadLetters
-from shared.adapters.http_session import pooled_session
+from shared.adapters.http_session import pooled_session, storage_session
 from shared.adapters.hunting_client import HuntingClient
 from shared.adapters.job_ledger import JobLedger, LedgerObserver
 from shared.adapters.message_keys import LazyRelayMark
@@ -75,7 +75,8 @@ class Relay:
         self.client = HuntingClient(credentials if telemetry is None else steps.timed_credentials(credentials),
                                     self.session, cloud=settings.cloud, base_url=settings.api_base_url,
                                     row_cap=settings.row_cap)
-        self.queue_service, self.blob_service = storage_clients(settings, self.session)
+        self.storage_session = storage_session()   # the Azure SDKs' own (shared.adapters.http_session)
+        self.queue_service, self.blob_service = storage_clients(settings, self.storage_session)
         self._containers: dict[str, ContainerClient] = {}
         self._queues: dict[str, QueueClient] = {}
         self.hunt_queue = self.queue(settings.queue)
@@ -86,7 +87,8 @@ class Relay:
         # Templates are parsed once at start; a malformed template stops the relay here, not mid-hunt.
         self.templates = load_templates(Path(settings.templates_dir) if settings.templates_dir
                                         else DEFAULT_TEMPLATES_DIR)
-        tables = table_service(settings, self.session)   # one client for the gate's, the ledger's, the breakers'
+        # One client for the gate's, the ledger's and the breakers' tables
+        tables = table_service(settings, self.storage_session)
         self.gates = QuotaGates(tables.get_table_client(settings.gate_table),
                                 settings, clock=clock, rand=rand) if settings.quota_gate else None
         # A circuit breaker per webhook and queue destination (shared.delivery.guarded), shared by every instance.

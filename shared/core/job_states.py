@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Literal
 
 from shared.core.outcome import Cause, Outcome
@@ -29,6 +30,16 @@ STATUS_ORDER: tuple[JobStatus, ...] = ("queued", "running", "throttled", "retryi
                                        "cancelled")
 POLL_SECONDS = 2   # what a poller of an unfinished hunt that has no next attempt is told to wait
 HOME_PARTITION = "_home"   # the home tenant's partition: no tenant name can be it (names hold no '_')
+
+
+
+class Begun(Enum):
+    """What the ledger answers as a hunt begins (JobLedger.begin)."""
+
+    FIRST_SIGHT = "first_sight"   # its entity was created now: no run of this job can have delivered anything
+    SEEN = "seen"                 # it was known (a retry, a redelivered message, an HTTP submission)
+    CANCELLED = "cancelled"       # cancelled before it ran: it does not run
+
 
 _STATUS_OF: dict[Cause, JobStatus] = {
     Cause.DELIVERED: "delivered", Cause.DUPLICATE: "delivered", Cause.THROTTLED: "throttled",

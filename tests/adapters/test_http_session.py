@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import ClassVar
+
 import pytest
 
-from shared.adapters.http_session import pooled_session
+from shared.adapters.http_session import DirectSession, pooled_session, storage_session
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
@@ -33,3 +39,83 @@ def test_with_a_proxy_configured_requests_keeps_reading_the_environment_per_requ
     assert session.trust_env is True
     assert session.merge_environment_settings("https://api.security.microsoft.com/x", {}, None, None, None)[
         "proxies"]["https"] == "http://proxy.example:3128"
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[tuple[str, str, dict[str, str], bytes]]] = []
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _Recorder.seen.append((self.command, self.path, dict(self.headers), body))
+        self.send_response(201)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    do_PUT = do_GET = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_storage_session_sends_exactly_what_the_sdk_gives_it(no_proxy_environment, recorder):
+    session = storage_session()
+    assert isinstance(session, DirectSession) and session.trust_env is False
+    session.cookies.set("stray", "cookie")   # the session's own settings never join a call
+    session.headers["X-Session-Wide"] = "no"
+    response = session.request("PUT", f"{recorder}/c/blob?comp=block", headers={"x-ms-version": "2025-01-05"},
+                               data=b"body", timeout=(5, 5), allow_redirects=False, stream=False, verify=True)
+    assert (response.status_code, response.content) == (201, b"ok")
+    [(method, path, headers, body)] = _Recorder.seen
+    assert (method, path, body) == ("PUT", "/c/blob?comp=block", b"body")
+    assert headers["x-ms-version"] == "2025-01-05" and headers["Content-Length"] == "4"
+    assert "X-Session-Wide" not in headers and "Cookie" not in headers
+
+
+def test_the_storage_session_carries_the_azure_sdks_over_azurite(no_proxy_environment, azurite):
+    """Each SDK the relay uses, over the direct session: a table's conditional write, a queue's messages, a blob's
+    create-only upload and download."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+    from azure.data.tables import TableServiceClient, UpdateMode
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    shared = {"session": storage_session(), "session_owner": False}
+    name = "direct" + uuid.uuid4().hex[:10]
+    table = TableServiceClient.from_connection_string(azurite.connection_string, **shared).create_table(name)
+    written = table.create_entity({"PartitionKey": "p", "RowKey": "r", "n": 1})
+    table.update_entity({"PartitionKey": "p", "RowKey": "r", "n": 2}, mode=UpdateMode.REPLACE,
+                        etag=written["etag"], match_condition=MatchConditions.IfNotModified)
+    with pytest.raises(ResourceModifiedError):
+        table.update_entity({"PartitionKey": "p", "RowKey": "r", "n": 3}, mode=UpdateMode.REPLACE,
+                            etag=written["etag"], match_condition=MatchConditions.IfNotModified)
+    assert table.get_entity("p", "r")["n"] == 2
+
+    queue = QueueServiceClient.from_connection_string(azurite.connection_string, **shared).create_queue(name)
+    queue.send_message("hello")
+    [message] = list(queue.receive_messages(max_messages=5))
+    queue.delete_message(message)
+    assert message.content == "hello" and list(queue.receive_messages()) == []
+
+    container = BlobServiceClient.from_connection_string(azurite.connection_string, **shared).create_container(name)
+    container.upload_blob("b.json", b'{"a": 1}')
+    with pytest.raises(ResourceExistsError):
+        container.upload_blob("b.json", b"again")
+    assert container.download_blob("b.json").readall() == b'{"a": 1}'
+
+
+def test_with_a_proxy_configured_the_storage_session_is_requests_own(no_proxy_environment):
+    no_proxy_environment.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    session = storage_session()
+    assert not isinstance(session, DirectSession) and session.trust_env is True

@@ -168,6 +168,30 @@ def test_a_redelivered_job_is_not_run_twice(relay_stack):
     assert relay_stack.sandbox.counters.calls_to("mde") == 1
 
 
+def test_a_result_left_by_a_job_the_ledger_never_saw_is_kept_and_the_ledger_says_what_is_looked_for(relay_stack):
+    """The ledger's first sight of a job (its create-only write) means no run of it can have delivered, so the
+    relay does not look for the result: a blob left under that id (a job whose entity outlived its retention) costs
+    a query, never an overwrite. Without the ledger the relay looks first and runs nothing."""
+    def leftover(relay) -> str:
+        job_id = "job-" + uuid.uuid4().hex[:12]
+        relay_stack.blob_service().get_blob_client(relay_stack.results_container, f"{job_id}.json").upload_blob(
+            b'{"left": "before"}')
+        enqueue(relay, query="DeviceInfo | take 1", id=job_id)
+        return job_id
+
+    with_ledger = relay_stack.make()
+    kept = leftover(with_ledger)
+    assert [o.status for o in drain(with_ledger).outcomes] == ["delivered"]
+    assert relay_stack.sandbox.counters.calls_to("mde") == 1
+    assert relay_stack.read_json(relay_stack.results_container, f"{kept}.json") == {"left": "before"}
+
+    without_ledger = relay_stack.make(HUNT_JOB_LEDGER="false")
+    looked_for = leftover(without_ledger)
+    assert [o.status for o in drain(without_ledger).outcomes] == ["duplicate"]
+    assert relay_stack.sandbox.counters.calls_to("mde") == 1
+    assert relay_stack.read_json(relay_stack.results_container, f"{looked_for}.json") == {"left": "before"}
+
+
 def test_fifty_hunts_in_one_process_fetch_one_token_and_reuse_connections(relay_stack):
     relay = relay_stack.make("user_assigned")
     before = relay_stack.sandbox.counters.snapshot()
