@@ -20,6 +20,7 @@ from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 from shared.core.strict_json import dumps
 
 BLOCK_BYTES = 4 * 1024 * 1024
+BLOCKS_IN_FLIGHT = 3   # uploads at once while the next block fills: storage's latency hides behind the reading
 
 
 class _BlockUpload(threading.Thread):
@@ -48,19 +49,21 @@ class _BlockUpload(threading.Thread):
 class StagedBlobWriter:
     """A write-only binary stream that stages a block every `block_bytes` and commits create-only at the end.
 
-    One block is uploaded in the background while the next fills (at most one in flight: memory stays at about
-    two blocks), so that storage latency overlaps parsing instead of adding to it. Block ids carry a per-writer
+    Blocks are uploaded in the background while the next fills (at most BLOCKS_IN_FLIGHT at once: memory stays
+    at about that many blocks and one more), so that storage latency overlaps parsing instead of adding to it; the
+    oldest upload is waited for before another starts. Block ids carry a per-writer
     random part: two workers racing on one job (a redelivery while the first still runs) stage distinct blocks,
     so neither can commit a list that holds the other's data.
     """
 
-    def __init__(self, blob: BlobClient, block_bytes: int | None = None) -> None:
+    def __init__(self, blob: BlobClient, block_bytes: int | None = None, in_flight: int = BLOCKS_IN_FLIGHT) -> None:
         self._blob = blob
         self._block_bytes = block_bytes or BLOCK_BYTES
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
         self._writer_id = uuid.uuid4().hex
-        self._in_flight: _BlockUpload | None = None
+        self._most_in_flight = in_flight
+        self._in_flight: list[_BlockUpload] = []
         self.bytes_written = 0
 
     @property
@@ -75,19 +78,27 @@ class StagedBlobWriter:
         return len(data)
 
     def _stage(self) -> None:
-        self._wait_for_upload()
+        if len(self._in_flight) >= self._most_in_flight:
+            self._in_flight.pop(0).finish()
         if self._buffer:
             # Every id of one blob must have the same length: 32 hex digits and an 8-digit counter.
             block_id = base64.b64encode(f"{self._writer_id}{len(self._blocks):08d}".encode()).decode()
             data = bytes(self._buffer)
             self._buffer.clear()
             self._blocks.append(BlobBlock(block_id))
-            self._in_flight = _BlockUpload(self._blob, block_id, data)
+            self._in_flight.append(_BlockUpload(self._blob, block_id, data))
 
-    def _wait_for_upload(self) -> None:
-        upload, self._in_flight = self._in_flight, None
-        if upload is not None:
-            upload.finish()
+    def _wait_for_uploads(self) -> None:
+        """Every upload finished; the first error among them raised (after all have ended)."""
+        uploads, self._in_flight = self._in_flight, []
+        errors = []
+        for upload in uploads:
+            try:
+                upload.finish()
+            except BaseException as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
     def commit(self, content_type: str, metadata: dict[str, str] | None = None, *,
                content_encoding: str | None = None, overwrite: bool = False) -> bool:
@@ -104,7 +115,7 @@ class StagedBlobWriter:
                 # refuses a Put Blob then): the block-list commit below tells the two apart.
                 pass
         self._stage()
-        self._wait_for_upload()
+        self._wait_for_uploads()
         try:
             self._blob.commit_block_list(self._blocks, content_settings=settings, metadata=metadata,
                                          if_none_match=None if overwrite else "*")

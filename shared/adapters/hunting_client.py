@@ -29,7 +29,7 @@ from shared.core.apis import APIS, ApiSpec, Cloud
 from shared.core.classify import ErrorInfo, sign_in_refusal
 from shared.core.envelope import ROW_CAP
 from shared.core.errors import StreamBroken
-from shared.core.result_body import BodyMalformed, rows_of
+from shared.core.result_body import BodyMalformed, row_value, rows_of
 from shared.core.rows import Column, PartSummary
 from shared.core.tenants import TenantConfig
 
@@ -81,15 +81,15 @@ class ResultStream:
     running_time: RunningTime | None = None   # the quota gate's charge for this call, settled after the rows
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        for row, _ in self._pairs():
-            yield row
+        for row, text in self._pairs():
+            yield row_value(text) if row is None else row
 
     def raw_rows(self) -> Iterator[bytes]:
         """Each row as the service wrote it (strict JSON on one line): what a JSON destination writes as it is."""
         for _, text in self._pairs():
             yield text
 
-    def _pairs(self) -> Iterator[tuple[dict[str, Any], bytes]]:
+    def _pairs(self) -> Iterator[tuple[dict[str, Any] | None, bytes]]:
         schema_key, results_key, stats_key = self.spec.result_keys
 
         def other(key: str, value: Any) -> None:   # every API sends its schema and stats before its rows

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from shared.core.result_body import BodyMalformed, rows_of
+from shared.core.result_body import BodyMalformed, row_value, rows_of
 from shared.core.strict_json import dumps
 
 ROWS = [{"Timestamp": "2026-11-30T10:00:00.1234567Z", "DeviceName": "pc-é-01", "N": 12345678901234567890,
@@ -23,7 +23,8 @@ def chunked(data: bytes, size: int) -> list[bytes]:
 
 def read(body: bytes, size: int, key: str = "Results"):  # type: ignore[no-untyped-def]
     seen: dict[str, object] = {}
-    rows = list(rows_of(chunked(body, size), key, seen.__setitem__))
+    rows = [(row_value(text) if row is None else row, text)
+            for row, text in rows_of(chunked(body, size), key, seen.__setitem__)]
     return rows, seen
 
 
@@ -44,7 +45,7 @@ def test_random_chunks_and_spacing_read_the_same_rows():
         cuts = sorted(generator.sample(range(1, len(body)), 30))
         pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
         rows = list(rows_of(pieces, "results", lambda key, value: None))
-        assert [row for row, _ in rows] == ROWS * 20
+        assert [json.loads(text) for _, text in rows] == ROWS * 20
 
 
 def test_a_row_that_is_not_strict_or_not_on_one_line_is_written_from_its_value():

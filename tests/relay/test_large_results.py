@@ -163,7 +163,9 @@ def test_a_stream_cut_midway_leaves_no_blob_under_the_final_name_and_is_delivere
     relay_stack.sandbox.knobs.faults.reset_next = 1
     [message] = relay.hunt_queue.receive_messages(max_messages=1)
     with pytest.MonkeyPatch.context() as patch:
-        # Small blocks, so that some are staged before the cut (the sandbox cuts after 32 KiB of the body).
+        # Small pieces and blocks, so that some are staged before the cut (the sandbox cuts after 32 KiB of the
+        # body).
+        patch.setattr("shared.core.result_formats.WRITE_BYTES", 1024)
         patch.setattr("shared.adapters.blob_writer.BLOCK_BYTES", 8 * 1024)
         outcome = relay.handle(message.content.encode(), message_id=message.id, dequeue_count=1)
     relay.hunt_queue.delete_message(message)
