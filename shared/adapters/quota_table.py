@@ -51,6 +51,16 @@ SETTLE_SECONDS = 0.5           # estimates missed by less than this (summed) wai
 STATE_ROW = "state"
 
 
+class _Ticket:
+    """One admission request of a handler, decided by whichever thread writes for the batch it is in."""
+
+    __slots__ = ("error", "verdict")
+
+    def __init__(self) -> None:
+        self.verdict: Admit | Wait | None = None
+        self.error: BaseException | None = None   # storage failed while deciding its batch
+
+
 class QuotaGate:
     def __init__(self, table: TableClient, *, key: str, windows: Sequence[Window], clock: Callable[[], datetime],
                  rand: Callable[[], float], runtime: Sequence[RuntimeWindow] = ()) -> None:
@@ -64,36 +74,65 @@ class QuotaGate:
         self._unsettled = 0.0
         self._clock = clock
         self._rand = rand
-        self._lock = threading.Lock()   # one admission at a time per process: the kept copy stays consistent
+        self._lock = threading.Lock()   # one decision at a time per process: the kept copy stays consistent
+        self._waiting: list[_Ticket] = []   # admissions asked for and not decided yet (decided together)
+        self._waiting_lock = threading.Lock()
         self._state: dict[str, Any] | None = None
         self._etag: str | None = None   # None with a state: the entity does not exist yet
 
     def admit(self) -> Admit | Wait:
-        """Take one call from the shared budget, or say how long to wait. Never blocks on the budget."""
+        """Take one call from the shared budget, or say how long to wait. Never blocks on the budget.
+
+        The process's concurrent requests are decided together (a group commit): whichever thread holds the
+        gate's lock takes every request waiting for it and writes their admissions and bookings in one
+        conditional write, so that a process's handlers do not race each other for the entity (each write that
+        loses the race costs a read and a write more, for every instance)."""
+        ticket = _Ticket()
+        with self._waiting_lock:
+            self._waiting.append(ticket)
         with self._lock:
-            for _ in range(MAX_CONFLICT_RETRIES):
-                now = self._clock()
-                state = self._kept_state()
-                estimate = self._estimate_with(state) if self._runtime else 0.0
-                verdict = decide(now=now, paused_until=_as_datetime(state.get("paused_until")),
-                                 counts=counts_at(state, self._windows, now), windows=self._windows, rand=self._rand,
-                                 runtime=self._runtime, runtime_used=runtime_used_at(state, self._runtime, now),
+            if ticket.verdict is None and ticket.error is None:   # not decided by the lock's previous holder
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                try:
+                    self._decide_together(batch)
+                except BaseException as error:   # each handler of the batch meets the storage error itself
+                    for waiting in batch:
+                        waiting.error = error
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.verdict is not None
+        return ticket.verdict
+
+    def _decide_together(self, batch: list[_Ticket]) -> None:
+        """Every ticket's verdict from one read and one write (retried on conflict, all together)."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            now = self._clock()
+            new = self._kept_state()
+            verdicts: list[Admit | Wait] = []
+            for _ticket in batch:
+                estimate = self._estimate_with(new) if self._runtime else 0.0
+                verdict = decide(now=now, paused_until=_as_datetime(new.get("paused_until")),
+                                 counts=counts_at(new, self._windows, now), windows=self._windows, rand=self._rand,
+                                 runtime=self._runtime, runtime_used=runtime_used_at(new, self._runtime, now),
                                  estimate=estimate)
                 if isinstance(verdict, Wait):
-                    if verdict.window is None:
-                        return verdict
-                    # Turned away by the call budget: a place in a later window, so that the backlog comes back
-                    # spread over the windows it needs rather than all at the next boundary.
-                    booking, delay = booked(state, verdict.window, now, self._rand)
-                    if self._write(booking):
-                        return Wait(delay, verdict.reason)
-                    continue
-                new = admitted(state, self._windows, now)
-                if self._runtime:
-                    new = charged(new, self._runtime, now, estimate)
-                if self._write(new):
-                    return verdict
-            return Wait(1.0 + self._rand(), "the quota gate is contended")   # come back shortly rather than spin
+                    if verdict.window is not None:
+                        # Turned away by the call budget: a place in a later window, so that the backlog comes
+                        # back spread over the windows it needs rather than all at the next boundary.
+                        new, delay = booked(new, verdict.window, now, self._rand)
+                        verdict = Wait(delay, verdict.reason)
+                else:
+                    new = admitted(new, self._windows, now)
+                    if self._runtime:
+                        new = charged(new, self._runtime, now, estimate)
+                verdicts.append(verdict)
+            if new is self._state or self._write(new):   # nothing to write: every ticket waits for a pause
+                for ticket, verdict in zip(batch, verdicts, strict=True):
+                    ticket.verdict = verdict
+                return
+        for ticket in batch:   # come back shortly rather than spin
+            ticket.verdict = Wait(1.0 + self._rand(), "the quota gate is contended")
 
     def _estimate_with(self, state: dict[str, Any]) -> float:
         """This process's estimate; before its first call, the fleet's (what another process last settled with)."""

@@ -9,13 +9,19 @@
         which would hide the outage and delay the resume) and the worker backs off (0.5 s doubling to 10 s);
         never a crash loop
 
+    a hunt it sent back to the queue (a requeued copy, visible after a delay) -> the worker polls again as that
+        copy becomes visible, rather than when its idle backoff (up to `max_poll_interval`) next comes round:
+        a backlog paced by the quota gate is taken up as each window opens
+
 `--drain` returns when the queue holds no message at all, visible or delayed, and nothing is in flight.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -25,6 +31,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from shared.core.outcome import Outcome, Status
+from shared.core.retry_policy import visibility_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ OUTAGE_BACKOFF_MAX = 10.0    # and at most this long between polls while it stay
 RENEWAL_RETRY_SECONDS = 1.0  # a failed lease renewal is tried again this soon, not half a lease later
 MAX_RECEIVE = 32             # messages one receive may ask for (the queue service's limit)
 NO_SDK_RETRIES = 0          # per-call azure-core option (retry_total): the call fails at once, no SDK backoff
+DUE_MARGIN_SECONDS = 0.05   # a requeued copy is polled for this long after it should have become visible
 
 
 @dataclass
@@ -92,6 +100,8 @@ class PortableWorker:
         self.on_poison = on_poison
         self.stats = WorkerStats()
         self._stats_lock = threading.Lock()
+        self._due: list[float] = []   # when copies this worker sent back become visible (time.monotonic), a heap
+        self._due_lock = threading.Lock()
 
     def run(self, *, drain: bool = False, stop: threading.Event | None = None) -> WorkerStats:
         stop = stop or threading.Event()
@@ -127,9 +137,27 @@ class PortableWorker:
                     continue
                 if drain and not in_flight and self._queue_is_empty():
                     break
+                due_in = self._next_due_in()
+                if due_in is not None and due_in <= idle_sleep:
+                    stop.wait(due_in)   # a copy this worker requeued is about to become visible
+                    idle_sleep = 0.1
+                    continue
                 stop.wait(idle_sleep)
                 idle_sleep = min(idle_sleep * 2, self.max_poll_interval)
         return self.stats
+
+    def _next_due_in(self) -> float | None:
+        """Seconds until the next requeued copy becomes visible (those past are dropped); None: none is due."""
+        now = time.monotonic()
+        with self._due_lock:
+            while self._due and self._due[0] <= now:
+                heapq.heappop(self._due)
+            return self._due[0] - now if self._due else None
+
+    def _expect(self, outcome: Outcome, sent_at: float) -> None:
+        if outcome.delay is not None:
+            with self._due_lock:
+                heapq.heappush(self._due, sent_at + visibility_seconds(outcome.delay) + DUE_MARGIN_SECONDS)
 
     def _queue_is_empty(self) -> bool:
         try:
@@ -144,6 +172,7 @@ class PortableWorker:
         lease = _Lease(self.queue, message, self.lease_seconds)
         try:
             outcome = self.handler(_raw(message.content), message.id, message.dequeue_count or 1)
+            self._expect(outcome, time.monotonic())
         except Exception:
             logger.exception("message %s: the handler failed; it will be retried", message.id)
             with self._stats_lock:

@@ -1,8 +1,11 @@
-"""The quota gate over real table storage (Azurite): a shared budget and a shared pause, under concurrency."""
+"""The quota gate over real table storage (Azurite): a shared budget and a shared pause, under concurrency, and a
+process's concurrent requests decided together."""
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -58,3 +61,67 @@ def test_admissions_from_two_instances_in_turn_are_all_counted(azurite):
     other, _ = gate(azurite, [Window(60, 6)], clock=lambda: now, name=table)
     verdicts = [(one if n % 2 else other).admit() for n in range(8)]
     assert [isinstance(v, Admit) for v in verdicts] == [True] * 6 + [False] * 2
+
+
+class SlowCountingTable:
+    """The real table client, with each write slowed (so that a process's handlers queue behind it) and counted."""
+
+    def __init__(self, table, delay: float = 0.05, fail: Exception | None = None) -> None:
+        self._table, self._delay, self._fail = table, delay, fail
+        self.writes = 0
+
+    def __getattr__(self, name):
+        return getattr(self._table, name)
+
+    def _slow(self, write, *args, **kwargs):
+        self.writes += 1
+        time.sleep(self._delay)
+        if self._fail is not None:
+            raise self._fail
+        return write(*args, **kwargs)
+
+    def create_entity(self, *args, **kwargs):
+        return self._slow(self._table.create_entity, *args, **kwargs)
+
+    def update_entity(self, *args, **kwargs):
+        return self._slow(self._table.update_entity, *args, **kwargs)
+
+
+def test_the_handlers_of_one_process_are_decided_together_in_one_write(azurite):
+    """Group commit: while one handler's write is out, the others queue, and the next write decides all of them;
+    the budget is as exact as one at a time (25 admitted of 40, the rest booked into the next window)."""
+    frozen = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    one, _ = gate(azurite, [Window(3600, 25)], clock=lambda: frozen)
+    table = SlowCountingTable(one._table)
+    one._table = table
+    start = threading.Barrier(40)
+
+    def ask(_: int):
+        start.wait()
+        return one.admit()
+
+    with ThreadPoolExecutor(40) as pool:
+        verdicts = list(pool.map(ask, range(40)))
+    assert sum(isinstance(v, Admit) for v in verdicts) == 25
+    waits = [v for v in verdicts if isinstance(v, Wait)]
+    assert len(waits) == 15 and all(3595 <= v.seconds <= 3596 for v in waits)   # booked at the next window
+    assert table.writes <= 4   # the first handler's write, then the 39 that queued behind it, together
+
+
+def test_a_storage_failure_while_deciding_together_reaches_every_handler_of_the_batch(azurite):
+    from azure.core.exceptions import ServiceRequestError
+
+    one, _ = gate(azurite, [Window(60, 100)])
+    one._table = SlowCountingTable(one._table, fail=ServiceRequestError("storage is away"))
+    start = threading.Barrier(6)
+
+    def ask(_: int):
+        start.wait()
+        try:
+            return one.admit()
+        except ServiceRequestError as error:
+            return error
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(ask, range(6)))
+    assert all(isinstance(answer, ServiceRequestError) for answer in answers)
