@@ -166,6 +166,7 @@ class TenantFigures:
     failed: int = 0
     lost: int = 0
     duplicates: int = 0
+    per_window: list[int] = field(default_factory=list)   # deliveries in each call window from the start
 
     @property
     def ratio(self) -> float:
@@ -348,6 +349,8 @@ class Fleet:
             figures = TenantFigures(name, len(mine), running, best)
             arrivals = [t for h in mine for t, _ in envelopes.get(h.id, [])]
             figures.makespan = (max(arrivals) if arrivals else time.time()) - start
+            windows = Counter(int((t - start) // self.args.window_seconds) for t in arrivals)
+            figures.per_window = [windows[index] for index in range(max(windows, default=-1) + 1)]
             key = f"graph {tenant_id}"
             figures.calls = counters["tenant_calls"].get(key, 0)
             figures.throttled = counters["tenant_throttled"].get(key, 0)
@@ -390,6 +393,7 @@ def report_run(run: RunFigures, args: argparse.Namespace) -> None:
         print(f"  {t.name:<10} {t.hunts} hunts, running time {t.running_time:.1f} s (budget {budget}"
               f"{', tight' if t.name == TIGHT else ''}): makespan {t.makespan:.1f} s over best possible "
               f"{t.best:.1f} s = {t.ratio:.2f} x ({t.makespan - t.best:+.1f} s)")
+        print(f"{'':13}deliveries in each {args.window_seconds:g} s window: {' '.join(map(str, t.per_window))}")
         print(f"  {'':<10} calls {t.calls}, 429s {t.throttled} ({t.share_429:.1%}; running-time "
               f"{t.running_time_throttled}), charged {t.charged:.1f} s; delivered {t.delivered}, failed {t.failed}, "
               f"lost {t.lost}, duplicates {t.duplicates}")

@@ -33,6 +33,7 @@ from shared.core.quota import (
     Window,
     admitted,
     booked,
+    booked_running_time,
     charged,
     counts_at,
     decide,
@@ -117,10 +118,13 @@ class QuotaGate:
                                  runtime=self._runtime, runtime_used=runtime_used_at(new, self._runtime, now),
                                  estimate=estimate)
                 if isinstance(verdict, Wait):
+                    # Turned away by a call or running-time budget: a place in a later window, so that the backlog
+                    # comes back spread over the windows it needs rather than all at the next boundary.
                     if verdict.window is not None:
-                        # Turned away by the call budget: a place in a later window, so that the backlog comes
-                        # back spread over the windows it needs rather than all at the next boundary.
                         new, delay = booked(new, verdict.window, now, self._rand)
+                        verdict = Wait(delay, verdict.reason)
+                    elif verdict.runtime_window is not None:
+                        new, delay = booked_running_time(new, verdict.runtime_window, now, estimate, self._rand)
                         verdict = Wait(delay, verdict.reason)
                 else:
                     new = admitted(new, self._windows, now)

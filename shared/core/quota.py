@@ -77,6 +77,7 @@ class Wait:
     seconds: float
     reason: str
     window: Window | None = None   # the call window whose budget is spent (the gate books a place in a later one)
+    runtime_window: RuntimeWindow | None = None   # or the running-time window whose budget is (likewise)
 
 
 def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int], windows: Sequence[Window],
@@ -92,10 +93,11 @@ def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int
     if full:
         binding = max(full, key=lambda w: w.seconds_left(now))
         return Wait(binding.seconds_left(now) + rand(), "the shared call budget for this window is spent", binding)
-    spent = [w.seconds_left(now) for w, used in zip(runtime, runtime_used, strict=True)
-             if used > 0 and used + estimate > w.budget]
+    spent = [w for w, used in zip(runtime, runtime_used, strict=True) if used > 0 and used + estimate > w.budget]
     if spent:
-        return Wait(max(spent) + rand(), "the running-time budget for this window is spent")
+        binding_runtime = max(spent, key=lambda w: w.seconds_left(now))
+        return Wait(binding_runtime.seconds_left(now) + rand(), "the running-time budget for this window is spent",
+                    runtime_window=binding_runtime)
     return Admit(estimate)
 
 
@@ -115,6 +117,25 @@ def booked(state: Mapping[str, Any], window: Window, now: datetime,
         index, count = index + 1, 0
     delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
     return {**state, index_key: index, count_key: count + 1}, delay
+
+
+def booked_running_time(state: Mapping[str, Any], window: RuntimeWindow, now: datetime, estimate: float,
+                        rand: Callable[[], float]) -> tuple[dict[str, Any], float]:
+    """A hunt the running-time budget turned away takes its estimated running time in the first later window
+    with that much of its budget not booked yet (a window with nothing booked always takes one), so that the
+    backlog comes back spread over the windows its running time needs, not all at every boundary. The state with
+    the booking, and the delay until that window opens (spread over its first moments).
+
+    State: r<seconds>_bindex (the window booked last, as start / seconds) and r<seconds>_booked (seconds booked)."""
+    index_key, booked_key = f"r{window.seconds}_bindex", f"r{window.seconds}_booked"
+    current = window.start(now) // window.seconds
+    index, booked_seconds = int(state.get(index_key) or 0), float(state.get(booked_key) or 0.0)
+    if index <= current:
+        index, booked_seconds = current + 1, 0.0
+    elif booked_seconds > 0 and booked_seconds + estimate > window.budget:
+        index, booked_seconds = index + 1, 0.0
+    delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
+    return {**state, index_key: index, booked_key: booked_seconds + estimate}, delay
 
 
 def runtime_used_at(state: Mapping[str, Any], runtime: Sequence[RuntimeWindow], now: datetime) -> list[float]:
