@@ -1,9 +1,12 @@
-"""Benchmark: the relay's own CPU per hunt, beside a naive relay (issue [pipeline], Measure).
+"""Benchmark: the relay's own CPU per hunt, beside a naive relay (issue [pipeline], Measure; [fleet-perf]).
 
-500 small hunts (a few rows each) go through the portable worker against the sandbox; the CPU time of this
-process (`time.process_time()`, all its threads) is measured around the drain, divided by the hunts. Azurite and
-the sandbox run in child processes of their own, so their CPU is not counted; the sandbox's quota and the
-relay's quota gate (on, as deployed, with a per-minute and a per-hour window) are raised out of the way.
+500 small hunts (a few rows each) go through the portable worker against the sandbox. Two figures per hunt: the
+relay's CPU (the handler's thread while in it, `time.thread_time()`, plus the process's other long-lived threads
+that are not the worker's: the telemetry's exporters), which is what a Functions Python worker spends (the host
+makes the queue calls there); and the process's CPU (`time.process_time()`, every thread), which adds the portable
+worker's receive, delete and lease calls. Azurite and the sandbox run in child processes of their own, so their
+CPU is not counted; the sandbox's quota and the relay's quota gate (on, as deployed, with a per-minute and a
+per-hour window) are raised out of the way.
 
 The naive baseline runs in the same process and the same run, on the same worker (same queue work), against the
 same sandbox and storage, but does what a simple relay does: for each hunt it builds a credential (and so fetches
@@ -15,17 +18,18 @@ http` for plain http on loopback): a naive session per hunt pays a TLS handshake
 does not. Certificates are verified against the public CA bundle plus the sandbox's certificate, as a real host
 verifies against its bundle.
 
-The relay runs in up to three configurations in each run, the naive run after the first: `full`, the job ledger
-(a begin and an outcome write per hunt, issue [front-door]) and telemetry (issue [operations]: the SDK's tracer and
-meter providers, a span per hunt with its child spans and the metrics, exported in batches to an exporter that
-discards them, so that recording and batching are counted and no network is); `ledger`, the ledger without
-telemetry; `bare`, neither (HUNT_JOB_LEDGER=false, no exporter).
+The relay runs in up to three configurations: `full`, the job ledger (a begin and an outcome write per hunt, issue
+[front-door]) and telemetry (issue [operations]: the SDK's tracer and meter providers, a span per hunt with its
+child spans and the metrics, exported in batches to an exporter that discards them, so that recording and
+batching are counted and no network is); `ledger`, the ledger without telemetry; `bare`, neither
+(HUNT_JOB_LEDGER=false, no exporter). Every configuration and the naive relay run `--rounds` times, the order
+rotated from round to round; the median and the range are printed.
 
 Targets: at most 10 ms of relay CPU per hunt, and at least 5 times less than the naive baseline.
 
 Run: .venv/bin/python bench/overhead.py [--hunts 500] [--auth managed_identity|client_secret|both]
                                         [--api-scheme https|http] [--concurrency 4] [--warmup 30]
-                                        [--configs full,ledger,bare]
+                                        [--rounds 3] [--configs full,ledger,bare]
 """
 
 from __future__ import annotations

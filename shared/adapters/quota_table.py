@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +47,8 @@ from shared.core.tenants import TenantConfig
 logger = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 20
+CONFLICT_PAUSE_FIRST = 0.01   # seconds, at most, before an admission's first retry after a conflict; doubling
+CONFLICT_PAUSE_MAX = 0.16
 FIRST_ESTIMATE_SECONDS = 1.0   # a call's running time before this process has seen one
 ESTIMATE_WEIGHT = 0.2          # the moving average's weight of the latest call
 SETTLE_SECONDS = 0.5           # estimates missed by less than this (summed) wait for a later write
@@ -106,8 +109,12 @@ class QuotaGate:
         return ticket.verdict
 
     def _decide_together(self, batch: list[_Ticket]) -> None:
-        """Every ticket's verdict from one read and one write (retried on conflict, all together)."""
-        for _ in range(MAX_CONFLICT_RETRIES):
+        """Every ticket's verdict from one read and one write (retried on conflict, all together, after a short
+        random pause that doubles: when many instances race for the entity, most of the next round's writes
+        would lose again)."""
+        for conflicts in range(MAX_CONFLICT_RETRIES):
+            if conflicts:
+                time.sleep(self._rand() * min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE_FIRST * 2 ** (conflicts - 1)))
             now = self._clock()
             new = self._kept_state()
             verdicts: list[Admit | Wait] = []

@@ -32,6 +32,7 @@ from typing import Any
 
 from shared.core.envelope import iso
 
+RUNTIME_OVERBOOKING = 2.0   # running time booked per window, as a multiple of its budget (booked_running_time)
 MAX_EDGE_SECONDS = 1.0   # how close to a window's end a call also counts in the next window
 
 
@@ -122,9 +123,14 @@ def booked(state: Mapping[str, Any], window: Window, now: datetime,
 def booked_running_time(state: Mapping[str, Any], window: RuntimeWindow, now: datetime, estimate: float,
                         rand: Callable[[], float]) -> tuple[dict[str, Any], float]:
     """A hunt the running-time budget turned away takes its estimated running time in the first later window
-    with that much of its budget not booked yet (a window with nothing booked always takes one), so that the
-    backlog comes back spread over the windows its running time needs, not all at every boundary. The state with
-    the booking, and the delay until that window opens (spread over its first moments).
+    with that much of its booking allowance left (RUNTIME_OVERBOOKING times its budget; a window with nothing
+    booked always takes one), so that the backlog comes back spread over the windows its running time needs, not
+    all at every boundary. The state with the booking, and the delay until that window opens (spread over its
+    first moments).
+
+    The allowance is above the budget because the estimate runs long: on Graph it is the call's wall clock, which
+    includes waiting for a core. When the window comes, each booked hunt is admitted against what was really
+    spent; one that no longer fits is booked again (a run more), where a window booked short would stay unspent.
 
     State: r<seconds>_bindex (the window booked last, as start / seconds) and r<seconds>_booked (seconds booked)."""
     index_key, booked_key = f"r{window.seconds}_bindex", f"r{window.seconds}_booked"
@@ -132,7 +138,7 @@ def booked_running_time(state: Mapping[str, Any], window: RuntimeWindow, now: da
     index, booked_seconds = int(state.get(index_key) or 0), float(state.get(booked_key) or 0.0)
     if index <= current:
         index, booked_seconds = current + 1, 0.0
-    elif booked_seconds > 0 and booked_seconds + estimate > window.budget:
+    elif booked_seconds > 0 and booked_seconds + estimate > window.budget * RUNTIME_OVERBOOKING:
         index, booked_seconds = index + 1, 0.0
     delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
     return {**state, index_key: index, booked_key: booked_seconds + estimate}, delay

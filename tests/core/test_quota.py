@@ -149,9 +149,9 @@ def test_a_turned_away_hunt_books_a_place_in_the_first_later_window_with_room():
 def test_a_hunt_the_running_time_budget_turned_away_books_its_estimate_in_a_later_window():
     from shared.core.quota import RuntimeWindow, booked_running_time, charged, runtime_used_at
 
-    window = RuntimeWindow(seconds=30, budget=1.0)
+    window = RuntimeWindow(seconds=30, budget=0.5)   # booked up to twice its budget (RUNTIME_OVERBOOKING)
     now = datetime(2026, 12, 1, 12, 0, 10, tzinfo=UTC)   # 10 s into a 30 s window
-    spent = charged({}, [window], now, 1.0)
+    spent = charged({}, [window], now, 0.5)
     waited = decide(now=now, paused_until=None, counts=[], windows=[], rand=no_jitter, runtime=[window],
                     runtime_used=runtime_used_at(spent, [window], now), estimate=0.4)
     assert isinstance(waited, Wait) and waited.runtime_window == window and waited.seconds == 20.0
@@ -159,7 +159,7 @@ def test_a_hunt_the_running_time_budget_turned_away_books_its_estimate_in_a_late
     for _ in range(6):
         state, delay = booked_running_time(state, window, now, 0.4, no_jitter)
         delays.append(delay)
-    assert delays == [20.0, 20.0, 50.0, 50.0, 80.0, 80.0]   # two estimates of 0.4 s fit a 1 s budget
+    assert delays == [20.0, 20.0, 50.0, 50.0, 80.0, 80.0]   # two estimates of 0.4 s fit twice a 0.5 s budget
     # An estimate above the whole budget still takes a window of its own, never none.
     _, delay = booked_running_time({}, window, now, 5.0, no_jitter)
     assert delay == 20.0
