@@ -19,10 +19,13 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from http.client import RemoteDisconnected
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import ProtocolError
 
 HOST_POOLS = 8        # hosts kept pooled at once: the API, blob, queue and table endpoints, with room to spare
 POOL_SIZE = 32        # connections kept per host: above the worker's concurrency and the block uploads
@@ -64,13 +67,35 @@ class DirectSession(requests.Session):
             return super().request(method, url, params=params, data=data, headers=headers, cookies=cookies,
                                    files=files, auth=auth, timeout=timeout, allow_redirects=allow_redirects,
                                    proxies=proxies, hooks=hooks, stream=stream, verify=verify, cert=cert, json=json)
+        merged = CaseInsensitiveDict(self.headers)   # requests' defaults (Connection: keep-alive...), then the call's
+        merged.update(headers or {})
         prepared = requests.PreparedRequest()
-        prepared.prepare(method=method, url=url, headers=headers, files=files, data=data or {},
+        prepared.prepare(method=method, url=url, headers=merged, files=files, data=data or {},
                          params=params or {}, json=json)
         verify = self.verify if verify is None else verify
-        return self.get_adapter(prepared.url or "").send(
-            prepared, stream=bool(stream), timeout=timeout, verify=True if verify is None else verify,
-            cert=self.cert if cert is None else cert, proxies=proxies or {})
+        for tries_left in (1, 0):
+            try:
+                response = self.get_adapter(prepared.url or "").send(
+                    prepared, stream=bool(stream), timeout=timeout, verify=True if verify is None else verify,
+                    cert=self.cert if cert is None else cert, proxies=proxies or {})
+                break
+            except requests.ConnectionError as error:
+                # A pooled connection the server had closed while it idled (Azurite closes them after 5 s): sent
+                # again once, on a fresh one, when the body can be sent again. A write that did land is refused
+                # the second time (the relay's blob and table writes are create-only or conditional); a queue
+                # message may arrive twice, which the relay takes as it takes any redelivery (the job runs once).
+                if not tries_left or not _reset_in_flight(error) or not isinstance(prepared.body, bytes | str | None):
+                    raise
+        if not stream:   # as requests does: the body read now puts the connection back in the pool at once
+            _ = response.content
+        return response
+
+
+def _reset_in_flight(error: requests.ConnectionError) -> bool:
+    """The connection was reset or closed under the request (not refused, not a timeout)."""
+    reason = error.args[0] if error.args else None
+    return isinstance(reason, ProtocolError) and isinstance(
+        reason.args[1] if len(reason.args) > 1 else None, ConnectionResetError | RemoteDisconnected)
 
 
 def storage_session() -> requests.Session:

@@ -71,15 +71,14 @@ def recorder() -> Iterator[str]:
 def test_the_storage_session_sends_exactly_what_the_sdk_gives_it(no_proxy_environment, recorder):
     session = storage_session()
     assert isinstance(session, DirectSession) and session.trust_env is False
-    session.cookies.set("stray", "cookie")   # the session's own settings never join a call
-    session.headers["X-Session-Wide"] = "no"
+    session.cookies.set("stray", "cookie")   # the session's cookie jar never joins a call (its headers do)
     response = session.request("PUT", f"{recorder}/c/blob?comp=block", headers={"x-ms-version": "2025-01-05"},
                                data=b"body", timeout=(5, 5), allow_redirects=False, stream=False, verify=True)
     assert (response.status_code, response.content) == (201, b"ok")
     [(method, path, headers, body)] = _Recorder.seen
     assert (method, path, body) == ("PUT", "/c/blob?comp=block", b"body")
     assert headers["x-ms-version"] == "2025-01-05" and headers["Content-Length"] == "4"
-    assert "X-Session-Wide" not in headers and "Cookie" not in headers
+    assert "Cookie" not in headers and headers["Connection"] == "keep-alive"
 
 
 def test_the_storage_session_carries_the_azure_sdks_over_azurite(no_proxy_environment, azurite):
@@ -119,3 +118,39 @@ def test_with_a_proxy_configured_the_storage_session_is_requests_own(no_proxy_en
     no_proxy_environment.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     session = storage_session()
     assert not isinstance(session, DirectSession) and session.trust_env is True
+
+
+def test_a_pooled_connection_the_server_reset_is_sent_again_once_on_a_fresh_one(no_proxy_environment):
+    """The first connection answers once, then is reset under the next request (a server that closed an idle
+    keep-alive connection); the session sends that request again on a new connection."""
+    import socket
+    import struct
+
+    answer = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    requests_seen: list[int] = []
+
+    def serve() -> None:
+        first, _ = server.accept()
+        first.recv(65536)
+        requests_seen.append(1)
+        first.sendall(answer)
+        first.recv(65536)                 # the second request, on the kept connection: reset it
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        first.close()
+        second, _ = server.accept()
+        second.recv(65536)
+        requests_seen.append(2)
+        second.sendall(answer)
+        second.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    session = storage_session()
+    url = f"http://127.0.0.1:{port}/t"
+    assert session.request("PUT", url, data=b"a", allow_redirects=False, timeout=5).status_code == 201
+    assert session.request("PUT", url, data=b"b", allow_redirects=False, timeout=5).status_code == 201
+    thread.join(5)
+    server.close()
+    assert requests_seen == [1, 2]
