@@ -109,15 +109,8 @@ def booked(state: Mapping[str, Any], window: Window, now: datetime,
     boundary. The state with the booking, and the delay until that window opens (spread over its first moments).
 
     State: q<seconds>_index (the window booked last, as start / seconds) and q<seconds>_count (places taken)."""
-    index_key, count_key = f"q{window.seconds}_index", f"q{window.seconds}_count"
-    current = window.start(now) // window.seconds
-    index, count = int(state.get(index_key) or 0), int(state.get(count_key) or 0)
-    if index <= current:
-        index, count = current + 1, 0
-    elif count >= window.limit:
-        index, count = index + 1, 0
-    delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
-    return {**state, index_key: index, count_key: count + 1}, delay
+    return _book(state, window, now, rand, (f"q{window.seconds}_index", f"q{window.seconds}_count"), 1,
+                 fits=lambda taken: taken < window.limit)
 
 
 def booked_running_time(state: Mapping[str, Any], window: RuntimeWindow, now: datetime, estimate: float,
@@ -133,15 +126,24 @@ def booked_running_time(state: Mapping[str, Any], window: RuntimeWindow, now: da
     spent; one that no longer fits is booked again (a run more), where a window booked short would stay unspent.
 
     State: r<seconds>_bindex (the window booked last, as start / seconds) and r<seconds>_booked (seconds booked)."""
-    index_key, booked_key = f"r{window.seconds}_bindex", f"r{window.seconds}_booked"
+    return _book(state, window, now, rand, (f"r{window.seconds}_bindex", f"r{window.seconds}_booked"), estimate,
+                 fits=lambda taken: taken == 0 or taken + estimate <= window.budget * RUNTIME_OVERBOOKING)
+
+
+def _book(state: Mapping[str, Any], window: _Aligned, now: datetime, rand: Callable[[], float], keys: tuple[str, str],
+          amount: float, fits: Callable[[float], bool]) -> tuple[dict[str, Any], float]:
+    """`amount` taken in the window booked last when it is still to come and `fits` what it holds, else in the one
+    after it (or after the current one); the state, and the delay until that window opens, spread over its first
+    moments. `keys`: the state's fields for the window booked last (start / seconds) and what it holds."""
+    index_key, taken_key = keys
     current = window.start(now) // window.seconds
-    index, booked_seconds = int(state.get(index_key) or 0), float(state.get(booked_key) or 0.0)
+    index, taken = int(state.get(index_key) or 0), type(amount)(state.get(taken_key) or 0)
     if index <= current:
-        index, booked_seconds = current + 1, 0.0
-    elif booked_seconds > 0 and booked_seconds + estimate > window.budget * RUNTIME_OVERBOOKING:
-        index, booked_seconds = index + 1, 0.0
+        index, taken = current + 1, type(amount)(0)
+    elif not fits(taken):
+        index, taken = index + 1, type(amount)(0)
     delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
-    return {**state, index_key: index, booked_key: booked_seconds + estimate}, delay
+    return {**state, index_key: index, taken_key: taken + amount}, delay
 
 
 def runtime_used_at(state: Mapping[str, Any], runtime: Sequence[RuntimeWindow], now: datetime) -> list[float]:
