@@ -220,7 +220,10 @@ def test_a_logic_apps_style_client_gets_the_result_through_a_429_and_a_retry(fro
     assert result.status_code == 200, result.text
     assert (result.json()["status"], result.json()["row_count"]) == ("succeeded", 3)
     assert front.stack.sandbox.counters.calls_to("mde", 503) == 1   # and a 429 when the retry met the same window
-    assert client.polls >= 2 and max(client.waits) >= 1
+    assert front.stack.sandbox.counters.calls_to("mde") >= 2        # the hunt ran again after its 503
+    # The client was answered 202 with a Retry-After and came back on the Location; how many polls that takes
+    # depends on how soon the worker takes up the retried copy (it polls as the copy becomes visible).
+    assert client.polls >= 1 and max(client.waits) >= 1
 
 
 def test_status_and_wait_read_the_ledger_with_their_exit_codes(front: Front, monkeypatch, capsys):
