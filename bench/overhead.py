@@ -139,7 +139,7 @@ class Contender:
     concurrency: int
     delivered: int = 0
 
-    def drain(self, hunts: int) -> tuple[float, float, float, int]:
+    def drain(self, hunts: int) -> tuple[float, float, float]:
         enqueue(self.stack, self.relay.settings.queue, hunts)
         clock = HandlerClock(self.handler)
         worker = PortableWorker(self.relay.hunt_queue, self.relay.poison_queue, clock, concurrency=self.concurrency,
@@ -154,10 +154,10 @@ class Contender:
         delivered = len(self.stack.blob_names(self.relay.settings.results_container))
         if stats.processed != hunts or delivered != self.delivered:
             raise SystemExit(f"{self.name}: {stats.processed} processed, {delivered} delivered of {self.delivered}")
-        return cpu, clock.seconds + spent_elsewhere, wall, stats.processed
+        return cpu, clock.seconds + spent_elsewhere, wall
 
     def measured(self, hunts: int) -> Run:
-        cpu, relay_cpu, wall, _ = self.drain(hunts)
+        cpu, relay_cpu, wall = self.drain(hunts)
         return Run(self.name, hunts, cpu, relay_cpu, wall)
 
 

@@ -56,13 +56,12 @@ class StagedBlobWriter:
     so neither can commit a list that holds the other's data.
     """
 
-    def __init__(self, blob: BlobClient, block_bytes: int | None = None, in_flight: int = BLOCKS_IN_FLIGHT) -> None:
+    def __init__(self, blob: BlobClient, block_bytes: int | None = None) -> None:
         self._blob = blob
         self._block_bytes = block_bytes or BLOCK_BYTES
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
         self._writer_id = uuid.uuid4().hex
-        self._most_in_flight = in_flight
         self._in_flight: list[_BlockUpload] = []
         self.bytes_written = 0
 
@@ -78,7 +77,7 @@ class StagedBlobWriter:
         return len(data)
 
     def _stage(self) -> None:
-        if len(self._in_flight) >= self._most_in_flight:
+        if len(self._in_flight) >= BLOCKS_IN_FLIGHT:
             self._in_flight.pop(0).finish()
         if self._buffer:
             # Every id of one blob must have the same length: 32 hex digits and an 8-digit counter.

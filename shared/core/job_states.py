@@ -32,7 +32,6 @@ POLL_SECONDS = 2   # what a poller of an unfinished hunt that has no next attemp
 HOME_PARTITION = "_home"   # the home tenant's partition: no tenant name can be it (names hold no '_')
 
 
-
 class Begun(Enum):
     """What the ledger answers as a hunt begins (JobLedger.begin)."""
 

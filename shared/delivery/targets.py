@@ -31,7 +31,7 @@ class Target:
     @property
     def breaker_key(self) -> str:
         """The key of its circuit breaker (shared.adapters.breaker_table): per tenant and destination, an inline
-        URL per host."""
+        URL per endpoint (its host, and a hash of its scheme, host and path)."""
         owner = self.tenant or "home"
         if self.inline:   # per endpoint: one host (a Logic Apps region) serves many workflows
             parts = urlsplit(getattr(self.destination, "url", ""))
