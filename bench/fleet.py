@@ -35,6 +35,7 @@ Run: .venv/bin/python bench/fleet.py [--hunts 1200] [--workers 16] [--concurrenc
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -185,6 +186,10 @@ class RunFigures:
     handled: int
     gate: dict[str, int] | None
     logs: Path
+    phases: dict[str, list[float]] = field(default_factory=dict)   # name -> [calls, seconds], all workers
+    cpu: dict[str, float] = field(default_factory=dict)   # CPU seconds in the run: workers, azurite, sandbox
+    storage_calls: Counter[str] = field(default_factory=Counter)   # the relay's storage requests, "table PUT": n
+    runs: list[list[Any]] = field(default_factory=list)   # every handler run: [started, ended, job, status, delay]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -293,6 +298,7 @@ class Fleet:
                        str(self.args.concurrency)]
         queue = self.stack.queue(queue_name)
         queue.create_queue()
+        stack_cpu = self.stack.cpu_seconds()
         workers = []
         for n in range(self.args.workers):
             with (logs / f"worker-{n:02d}.log").open("wb") as log:
@@ -307,7 +313,9 @@ class Fleet:
         finally:
             stop_workers(workers, 120)
         print(f"  ({mode}: worker logs in {logs})", file=sys.stderr)
-        return self.figures(mode, hunts, start, deadletters, logs, notes)
+        run = self.figures(mode, hunts, start, deadletters, logs, notes)
+        run.cpu.update({name: seconds - stack_cpu[name] for name, seconds in self.stack.cpu_seconds().items()})
+        return run
 
     def enqueue_visible_at_a_boundary(self, queue: Any, hunts: list[Hunt]) -> float:
         """Sends every hunt invisible until one moment on a window boundary (the longest window up to a minute,
@@ -364,17 +372,29 @@ class Fleet:
                 figures.lost += not got and hunt.id not in recorded
                 figures.duplicates += max(0, len(got) - 1)
             tenants.append(figures)
-        held, handled, gate = 0.0, 0, None
+        held, handled, gate, cpu = 0.0, 0, None, 0.0
+        storage_calls: Counter[str] = Counter()
+        all_runs: list[list[Any]] = []
+        phases: dict[str, list[float]] = {}
         for path in sorted(logs.glob("worker-*.json")):
             stats = json.loads(path.read_text())
+            for name, (calls, seconds) in stats.get("phases", {}).items():
+                total = phases.setdefault(name, [0, 0.0])
+                total[0] += calls
+                total[1] += seconds
             held += stats["held_seconds"]
+            cpu += stats.get("cpu_seconds", 0.0)
+            storage_calls.update(stats.get("storage_calls", {}))
+            all_runs.extend(stats.get("runs", []))
             handled += stats["handled"]
             if stats.get("gate") is not None:
                 gate = dict(Counter(gate or {}) + Counter(stats["gate"]))
         missing = self.args.workers - len(list(logs.glob("worker-*.json")))
         if missing:
             notes.append(f"{missing} worker(s) wrote no figures (killed?): worker-seconds are short by theirs")
-        return RunFigures(mode, tenants, held, handled, gate, logs, notes)
+        return RunFigures(mode, tenants, held, handled, gate, logs, notes=notes, phases=phases,
+                          cpu={"workers": cpu} if cpu else {}, storage_calls=storage_calls,
+                          runs=all_runs)
 
 
 # --- the report ------------------------------------------------------------------------------------------------
@@ -388,15 +408,19 @@ def report_run(run: RunFigures, args: argparse.Namespace) -> None:
           f"{run.handled} handler runs, worker-seconds held {run.held_seconds:.1f} s")
     for note in run.notes:
         print(f"  note: {note}")
+    if run.cpu:
+        print("  CPU seconds in the run: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in run.cpu.items()))
     for t in run.tenants:
         budget = ",".join(f"{b:g} s/{w:g} s" for b, w in (args.tight_budget if t.name == TIGHT else args.budget))
         print(f"  {t.name:<10} {t.hunts} hunts, running time {t.running_time:.1f} s (budget {budget}"
               f"{', tight' if t.name == TIGHT else ''}): makespan {t.makespan:.1f} s over best possible "
               f"{t.best:.1f} s = {t.ratio:.2f} x ({t.makespan - t.best:+.1f} s)")
         print(f"{'':13}deliveries in each {args.window_seconds:g} s window: {' '.join(map(str, t.per_window))}")
+        metered = (run.gate or {}).get(f"metered graph-tenant-{t.name}")
         print(f"  {'':<10} calls {t.calls}, 429s {t.throttled} ({t.share_429:.1%}; running-time "
-              f"{t.running_time_throttled}), charged {t.charged:.1f} s; delivered {t.delivered}, failed {t.failed}, "
-              f"lost {t.lost}, duplicates {t.duplicates}")
+              f"{t.running_time_throttled}), charged {t.charged:.1f} s"
+              + ("" if metered is None else f" (the relay metered {metered:.1f} s)")
+              + f"; delivered {t.delivered}, failed {t.failed}, lost {t.lost}, duplicates {t.duplicates}")
     if run.mode != "relay":
         return
     for t in run.tenants:
@@ -414,6 +438,44 @@ def report_run(run: RunFigures, args: argparse.Namespace) -> None:
         calls = run.gate["admit_calls"]
         print(f"  gate: {run.gate['conflicts']} conflicts over {calls} admission requests "
               f"({run.gate['admitted']} admitted): {run.gate['conflicts'] / max(1, calls):.3f} per admission")
+    if run.storage_calls:
+        total = sum(run.storage_calls.values())
+        print(f"  storage requests: {total} ({total / max(1, run.handled):.1f} per handler run): "
+              + ", ".join(f"{name} {n}" for name, n in run.storage_calls.most_common()))
+    if run.runs:
+        report_pickup(run)
+    if run.phases:
+        print("  where the held time goes (wall seconds summed over handler runs; parts may nest):")
+        for name, (calls, seconds) in sorted(run.phases.items(), key=lambda item: -item[1][1]):
+            print(f"    {name:<30} {int(calls):6d} calls {seconds:8.1f} s ({seconds / max(1, calls) * 1000:6.1f} ms "
+                  f"each), {seconds / max(run.held_seconds, 1e-9):.0%} of held")
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "none"
+    ordered = sorted(values)
+
+    def at(share: float) -> float:
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+    return f"median {at(0.5):.2f} s, p90 {at(0.9):.2f} s, max {ordered[-1]:.2f} s ({len(ordered)})"
+
+
+def report_pickup(run: RunFigures) -> None:
+    """How late requeued copies were taken up (a run's start after the copy became visible: the previous run's
+    end plus its delay), and how long the delivering runs took."""
+    by_job: dict[str, list[list[Any]]] = {}
+    for entry in sorted(run.runs, key=lambda entry: entry[0]):
+        by_job.setdefault(entry[2], []).append(entry)
+    lags, handled = [], []
+    for entries in by_job.values():
+        for before, after in itertools.pairwise(entries):
+            if before[4] is not None:
+                lags.append(after[0] - (before[1] + before[4]))
+        handled += [ended - started for started, ended, _, status, _ in entries if status == "delivered"]
+    print(f"  requeued copies taken up after they became visible: {_spread(lags)}")
+    print(f"  delivering handler runs took: {_spread(handled)}")
 
 
 def report_against_peer(relay: RunFigures, peer: RunFigures) -> None:

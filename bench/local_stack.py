@@ -57,6 +57,11 @@ class LocalStack:
         self.ca_bundle = bundle.name
         return self
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) each stack process has used so far: {"azurite", "sandbox"} (Linux /proc)."""
+        processes = {"azurite": self.azurite._process, "sandbox": self._sandbox}
+        return {name: _cpu_of(process.pid) for name, process in processes.items() if process is not None}
+
     def stop(self) -> None:
         if self._sandbox is not None and self._sandbox.poll() is None:
             self._sandbox.send_signal(signal.SIGINT)
@@ -112,6 +117,11 @@ class LocalStack:
 
     def blob_names(self, container: str) -> list[str]:
         return [b.name for b in self.blobs().get_container_client(container).list_blobs()]
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime, stime
 
 
 def apply_env(env: dict[str, str]) -> dict[str, Any]:
