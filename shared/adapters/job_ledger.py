@@ -170,9 +170,10 @@ class JobLedger:
         """The hunt is running; CANCELLED (and nothing written) when it was cancelled before it ran.
 
         One write in the common cases: a first attempt that came by queue creates its entity (create-only), and a
-        later attempt, which has run before and so cannot have been cancelled, merges its state. Only a first
-        attempt whose entity exists (an HTTP submission, a redelivered message) reads it, and writes with
-        If-Match on what it read, so that a cancel in between is never overwritten.
+        later attempt or a copy the quota gate sent back (both began before, and so cannot have been cancelled:
+        only a queued hunt can be) merges its state. Only a first attempt whose entity exists (an HTTP submission,
+        a redelivered message) reads it, and writes with If-Match on what it read, so that a cancel in between is
+        never overwritten.
 
         FIRST_SIGHT is the create-only write succeeding: no entity of this job was within its retention, so no
         run of it can have delivered a result (a run begins here first), and the processor need not look."""
@@ -181,7 +182,7 @@ class JobLedger:
         update: dict[str, Any] = {"PartitionKey": partition, "RowKey": request.id, "status": "running",
                                   "updated_at": now, "api": request.api, "attempts": request.attempt,
                                   "request_sha256": request.digest(), "expires_at": now + self._retention}
-        if request.attempt > 1:
+        if request.attempt > 1 or request.gate_waits:
             self._table.upsert_entity(update, mode=UpdateMode.MERGE)
             return Begun.SEEN
         for _ in range(MAX_CONFLICTS):

@@ -5,9 +5,10 @@ the relay sees the raw text and accepts both). `decode_hunt_request` is pure: th
 are passed in. Every rejection is an `InvalidHuntRequest` naming the field and what is allowed. The JSON Schema
 shipped in schemas/hunt-request.v1.schema.json describes the same contract; a test keeps the two in agreement.
 
-`attempt`, `first_enqueued_at`, `last_error` and `pending_delivery` are kept by the relay on the copies it puts
-back on the queue, under the relay's mark (shared.core.relay_mark): without a valid mark they are dropped and the
-message is a fresh hunt (`HuntRequest.dropped` names what was dropped). Decoding is strict (shared.core.strict_json):
+`attempt`, `first_enqueued_at`, `last_error`, `pending_delivery` and `gate_waits` (how many times the quota gate
+sent the hunt back: such a copy keeps its attempt) are kept by the relay on the copies it puts back on the queue,
+under the relay's mark (shared.core.relay_mark): without a valid mark they are dropped and the message is a fresh
+hunt (`HuntRequest.dropped` names what was dropped). Decoding is strict (shared.core.strict_json):
 huge integers, overflowing numbers, NaN/Infinity, lone surrogates and duplicate keys are refused, naming the field.
 Names (the id, a template) must match their pattern whole: no trailing newline. `pending_delivery` marks a
 delivery-only retry (shared.delivery.pending): it may only name the relay's own stored body for that job id,
@@ -51,7 +52,7 @@ PENDING_PREFIX = "pending/"
 PENDING_SUFFIX = ".delivery.json"   # ids hold no '.', so no blob sink result name (<prefix><id>.json) can match
 _KNOWN = {"query", "Query", "id", "api", "timespan", "destination", "format", "context", "template", "parameters",
           "split", "tenant", "schedule", "slot", "attempt", "first_enqueued_at", "version", "last_error",
-          "pending_delivery", MARK_FIELD}
+          "pending_delivery", "gate_waits", MARK_FIELD}
 
 
 def pending_delivery_name(job_id: str, tenant: str | None = None) -> str:
@@ -75,6 +76,7 @@ class HuntRequest:
     first_enqueued_at: datetime | None = None
     last_error: str | None = None
     pending_delivery: str | None = None
+    gate_waits: int = 0   # times the quota gate sent this hunt back (no attempt spent): it has begun before
     split: bool = False   # split the time range until every part fits under the caps (shared.core.splitting)
     tenant: str | None = None   # a customer tenant of HUNT_TENANTS (None: the home tenant)
     schedule: str | None = None   # the schedule that enqueued it (shared.core.schedules), echoed in the envelope
@@ -123,6 +125,8 @@ class HuntRequest:
             body["context"] = dict(self.context)
         if self.split:
             body["split"] = True
+        if self.gate_waits:
+            body["gate_waits"] = self.gate_waits
         body["attempt"] = self.attempt
         if self.first_enqueued_at is not None:
             body["first_enqueued_at"] = self.first_enqueued_at.isoformat()
@@ -225,11 +229,14 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
             raise InvalidHuntRequest("first_enqueued_at", "is out of range") from None
     last_error = body.get("last_error")
     pending = _pending_delivery(body, job_id, tenant)
+    gate_waits = body.get("gate_waits", 0)
+    if not isinstance(gate_waits, int) or isinstance(gate_waits, bool) or not 0 <= gate_waits <= 1_000_000:
+        raise InvalidHuntRequest("gate_waits", "is kept by the relay: a whole number from 0")
     return HuntRequest(
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
         first_enqueued_at=first_at, last_error=str(last_error)[:500] if last_error is not None else None,
-        pending_delivery=pending, split=split, tenant=tenant, schedule=schedule, slot=slot,
+        pending_delivery=pending, split=split, tenant=tenant, schedule=schedule, slot=slot, gate_waits=gate_waits,
         dropped=tuple(dropped),
     )
 

@@ -1,8 +1,8 @@
 """The relay's mark on its own queue copies: who may set the fields the relay keeps.
 
 A hunt the relay puts back on the queue (a 429, a transient fault, a delivery-only retry) carries fields that only
-the relay may set: RELAY_FIELDS (`attempt`, `first_enqueued_at`, `last_error`, `pending_delivery`, and any later
-relay-kept field added there). Anyone who can send to the queue could write them too: a forged `attempt` or
+the relay may set: RELAY_FIELDS (`attempt`, `first_enqueued_at`, `last_error`, `pending_delivery`, `gate_waits`, and
+any later relay-kept field added there). Anyone who can send to the queue could write them too: a forged `attempt` or
 `first_enqueued_at` changes when a hunt gives up, a forged `pending_delivery` asks for a delivery-only retry. So
 every copy the relay writes carries `relay_mark`:
 
@@ -29,7 +29,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-RELAY_FIELDS = ("attempt", "first_enqueued_at", "last_error", "pending_delivery")
+RELAY_FIELDS = ("attempt", "first_enqueued_at", "last_error", "pending_delivery", "gate_waits")
 MARK_FIELD = "relay_mark"
 MIN_KEY_BYTES = 32
 _VERSION = "v1,"

@@ -8,7 +8,7 @@ copy) or give up.
                                                              throttle backoff; spread by up to 2 s (shared.core.delays)
     TransientFault         attempt + 1                       the transient backoff, or the Retry-After it carried if
                                                              longer
-    GateWait               the same attempt (no call spent)  what the quota gate said
+    GateWait               the same attempt, gate_waits + 1  what the quota gate said (no call was spent)
     SplitContinues         the same attempt (parts kept)     none: a split hunt that used this invocation's time
                                                              goes on from a copy (shared.app.split_hunts)
     DestinationNotNow      attempt + 1, delivery only        the destination's Retry-After, else the transient backoff
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.core.classify import ErrorInfo
@@ -132,7 +132,9 @@ def decide(cause: Cause, request: HuntRequest, limits: Limits, *, now: datetime,
     if (spends_attempt and request.attempt >= limits.max_attempts) or age + delay >= limits.max_age_seconds:
         return GiveUp(ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                           f"last error: {cause.reason}", hint=hint), pause)
-    if isinstance(cause, GateWait | SplitContinues):
+    if isinstance(cause, GateWait):
+        copy = replace(request, gate_waits=request.gate_waits + 1)
+    elif isinstance(cause, SplitContinues):
         copy = request
     elif isinstance(cause, DestinationNotNow):
         copy = request.delivery_only() if cause.held else request.delivery_only().next_attempt(cause.reason)

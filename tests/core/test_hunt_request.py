@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +50,7 @@ VALID = [
     {"query": "x", "split": True},
     {"query": "x", "api": "graph", "timespan": "P7D", "split": True},
     {"query": "x", "split": False},
+    {"query": "x", "gate_waits": 3},
 ]
 
 INVALID = [
@@ -69,6 +71,9 @@ INVALID = [
     ({"query": "x", "id": ""}, "id"),
     ({"query": "x", "id": "A" * 129}, "id"),
     ({"query": "x", "attempt": 0}, "attempt"),
+    ({"query": "x", "gate_waits": -1}, "gate_waits"),
+    ({"query": "x", "gate_waits": True}, "gate_waits"),
+    ({"query": "x", "gate_waits": "2"}, "gate_waits"),
     ({"query": "x", "attempt": "2"}, "attempt"),
     ({"query": "x", "version": 2}, "version"),
     ({"query": "x", "destination": ""}, "destination"),
@@ -160,6 +165,16 @@ def test_a_re_enqueued_copy_keeps_id_and_first_time_and_counts_the_attempt():
     assert (again.id, again.attempt, again.first_enqueued_at, again.context) == ("job-7", 2, NOW, {"run": "r1"})
     assert again.last_error == "HTTP 429"
     assert again.query == request.query
+
+
+def test_gate_waits_round_trip_under_the_mark_and_are_dropped_without_it():
+    request = decode({"query": "DeviceInfo", "id": "job-7"})
+    waited = replace(request, gate_waits=2)
+    again = decode(waited.to_message(MARK))
+    assert (again.gate_waits, again.attempt, again.digest()) == (2, 1, request.digest())
+    assert decode(again.next_attempt("HTTP 429").to_message(MARK)).gate_waits == 2
+    forged = decode(waited.to_message(None))   # no mark: a producer cannot say the hunt began before
+    assert forged.gate_waits == 0 and "gate_waits" in forged.dropped
 
 
 def test_a_delivery_only_copy_names_its_own_pending_body_and_survives_the_round_trip():

@@ -140,3 +140,11 @@ def test_a_copy_whose_last_error_held_a_lone_surrogate_is_read_back():
     assert isinstance(decision, Requeue)
     again = decode_hunt_request(decision.text, message_id="m2", default_api="mde", now=NOW, mark=MARK)
     assert again.attempt == 2 and again.last_error == "HTTP 503 from the mde API: bad ? text"
+
+
+def test_a_gate_wait_copy_keeps_its_attempt_and_counts_the_wait():
+    first = run(GateWait(12.5, "the shared call budget for this window is spent"), hunt())
+    assert isinstance(first, Requeue) and (first.copy.attempt, first.copy.gate_waits) == (1, 1)
+    again = decode_hunt_request(first.text, message_id="m", default_api="mde", now=NOW, mark=MARK)
+    second = run(GateWait(3.0, "paused by a 429"), again)
+    assert isinstance(second, Requeue) and (second.copy.attempt, second.copy.gate_waits) == (1, 2)
