@@ -110,6 +110,12 @@ class ResultStream:
     def close(self) -> None:
         self.response.close()
 
+    @property
+    def answered_in(self) -> float:
+        """Seconds from the request's first byte sent to the answer's head read: the call's own wall clock, without
+        what the relay spent before sending (a token, a connection) or reading the rows after."""
+        return self.response.elapsed.total_seconds()
+
 
 ApiResult = ResultStream | ApiReply | TransportFailure | SignInRefused
 

@@ -288,8 +288,9 @@ class HuntProcessor:
 
     def _call(self, ran: HuntRequest, query: str) -> ApiResult | Wait:
         """One call through the fleet's quota gate, on the API the hunt runs on. Its running time is told to the
-        gate: its own wall clock up to the answer's head, or, from mde and m365d, the Stats.ExecutionTime their
-        answer states (read with the rows: the charge waits on the stream until `_settle_running_time`)."""
+        gate: its own wall clock up to the answer's head (from the request sent: ResultStream.answered_in), or,
+        from mde and m365d, the Stats.ExecutionTime their answer states (read with the rows: the charge waits on
+        the stream until `_settle_running_time`)."""
         tenant = self._tenant(ran)
         if self._gate is None:
             return self._client.run(ran.api, query, ran.timespan, tenant)
@@ -298,7 +299,7 @@ class HuntProcessor:
             return verdict
         started = time.monotonic()
         result = self._client.run(ran.api, query, ran.timespan, tenant)
-        wall = time.monotonic() - started
+        wall = result.answered_in if isinstance(result, ResultStream) else time.monotonic() - started
         if ran.api != "graph" and isinstance(result, ResultStream):
             result.running_time = RunningTime(wall, verdict.reserved)
         else:
