@@ -34,6 +34,7 @@ from shared.core.envelope import iso
 
 RUNTIME_OVERBOOKING = 2.0   # running time booked per window, as a multiple of its budget (booked_running_time)
 MAX_EDGE_SECONDS = 1.0   # how close to a window's end a call also counts in the next window
+BOOKED_SPREAD_SECONDS = 2.0   # booked hunts come back spread over a window's first moments (at most a fifth of it)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def _book(state: Mapping[str, Any], window: _Aligned, now: datetime, rand: Calla
         index, taken = current + 1, type(amount)(0)
     elif not fits(taken):
         index, taken = index + 1, type(amount)(0)
-    delay = index * window.seconds - now.timestamp() + rand() * min(MAX_EDGE_SECONDS / 2, window.seconds / 20)
+    delay = index * window.seconds - now.timestamp() + rand() * min(BOOKED_SPREAD_SECONDS, window.seconds / 5)
     return {**state, index_key: index, taken_key: taken + amount}, delay
 
 
