@@ -6,7 +6,11 @@ RowKey "state"; its fields: shared.core.quota), so that one read and one conditi
 Every change is an optimistic-concurrency write (If-Match on the ETag, or create-if-absent), retried on conflict,
 so several processes on several machines share one budget. Each process keeps the entity it last read or wrote:
 alone, an admission costs one write; when another instance wrote in between, the write is refused (412) and the
-gate reads again. A decision to wait taken on a stale copy is still right: counts only grow within a window and a
+gate reads again. A kept copy older than KEPT_FRESH_SECONDS is read again before an admission: where instances
+share the gate, such a copy is almost always stale, and its write would be refused. What calls spent is settled
+with the next admission's write, or on its own once it is worth one.
+
+A decision to wait taken on a stale copy is still right: counts only grow within a window and a
 pause is only extended. The decision itself is pure (shared.core.quota).
 """
 
@@ -47,11 +51,14 @@ from shared.core.tenants import TenantConfig
 logger = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 20
+SETTLE_TRIES = 3               # a settlement of its own gives up after this many refused writes (the next one, or
+                               # the next admission's write, carries the amount)
 CONFLICT_PAUSE_FIRST = 0.01   # seconds, at most, before an admission's first retry after a conflict; doubling
 CONFLICT_PAUSE_MAX = 0.16
 FIRST_ESTIMATE_SECONDS = 1.0   # a call's running time before this process has seen one
 ESTIMATE_WEIGHT = 0.2          # the moving average's weight of the latest call
 SETTLE_SECONDS = 0.5           # estimates missed by less than this (summed) wait for a later write
+KEPT_FRESH_SECONDS = 0.1       # an admission writes on a kept copy this young; an older one is read again first
 STATE_ROW = "state"
 
 
@@ -83,6 +90,7 @@ class QuotaGate:
         self._waiting_lock = threading.Lock()
         self._state: dict[str, Any] | None = None
         self._etag: str | None = None   # None with a state: the entity does not exist yet
+        self._kept_at = 0.0   # time.monotonic() when the kept copy was read or written
 
     def admit(self) -> Admit | Wait:
         """Take one call from the shared budget, or say how long to wait. Never blocks on the budget.
@@ -112,11 +120,15 @@ class QuotaGate:
         """Every ticket's verdict from one read and one write (retried on conflict, all together, after a short
         random pause that doubles: when many instances race for the entity, most of the next round's writes
         would lose again)."""
+        self._forget_if_stale()
         for conflicts in range(MAX_CONFLICT_RETRIES):
             if conflicts:
                 time.sleep(self._rand() * min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE_FIRST * 2 ** (conflicts - 1)))
             now = self._clock()
             new = self._kept_state()
+            settling = self._unsettled
+            if self._runtime and settling:   # what calls spent since, settled in the same write
+                new = self._settled(new, now, settling)
             verdicts: list[Admit | Wait] = []
             for _ticket in batch:
                 estimate = self._estimate_with(new) if self._runtime else 0.0
@@ -139,6 +151,7 @@ class QuotaGate:
                         new = charged(new, self._runtime, now, estimate)
                 verdicts.append(verdict)
             if new is self._state or self._write(new):   # nothing to write: every ticket waits for a pause
+                self._unsettled -= settling
                 for ticket, verdict in zip(batch, verdicts, strict=True):
                     ticket.verdict = verdict
                 return
@@ -166,21 +179,26 @@ class QuotaGate:
             self._unsettled += seconds - reserved
             if abs(self._unsettled) < SETTLE_SECONDS:
                 return
+            self._forget_if_stale()
             try:
-                for _ in range(MAX_CONFLICT_RETRIES):
-                    state = self._kept_state()
-                    settled = charged(state, self._runtime, self._clock(), self._unsettled)
-                    if self._estimate is not None:
-                        settled["r_estimate"] = self._estimate   # a process that starts later begins from it
-                    if self._write(settled):
+                for tries in range(SETTLE_TRIES):
+                    if tries:   # the admissions wait on this lock: a short pause, and few tries
+                        time.sleep(self._rand() * CONFLICT_PAUSE_FIRST * 2 ** tries)
+                    if self._write(self._settled(self._kept_state(), self._clock(), self._unsettled)):
                         self._unsettled = 0.0
                         return
             except AzureError as error:
                 logger.warning("quota gate %s: the running time could not be settled (%s); it is kept for the next "
                                "settlement", self._key, type(error).__name__)
                 return
-        logger.warning("quota gate %s: could not settle the running time after %s tries", self._key,
-                       MAX_CONFLICT_RETRIES)
+        logger.info("quota gate %s: the running time was not settled in %s tries; the next write carries it",
+                    self._key, SETTLE_TRIES)
+
+    def _settled(self, state: dict[str, Any], now: datetime, seconds: float) -> dict[str, Any]:
+        settled = charged(state, self._runtime, now, seconds)
+        if self._estimate is not None:
+            settled["r_estimate"] = self._estimate   # a process that starts later begins from it
+        return settled
 
     def pause_until(self, until: datetime) -> None:
         """Record that the API throttled us: no instance calls before `until` (an earlier time never shortens it)."""
@@ -194,6 +212,13 @@ class QuotaGate:
                     return
         logger.warning("quota gate %s: could not record the pause after %s tries", self._key, MAX_CONFLICT_RETRIES)
 
+    def _forget_if_stale(self) -> None:
+        """Read the entity again before writing when the kept copy is older than KEPT_FRESH_SECONDS: another
+        instance has most likely written since, and a write on the copy would be refused."""
+        if self._state is not None and self._etag is not None and \
+                time.monotonic() - self._kept_at > KEPT_FRESH_SECONDS:
+            self._state = None
+
     def _kept_state(self) -> dict[str, Any]:
         if self._state is None:
             try:
@@ -201,6 +226,7 @@ class QuotaGate:
                 self._state, self._etag = dict(entity), entity.metadata["etag"]
             except ResourceNotFoundError:
                 self._state, self._etag = {}, None
+            self._kept_at = time.monotonic()
         return self._state
 
     def _write(self, state: dict[str, Any]) -> bool:
@@ -217,6 +243,7 @@ class QuotaGate:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
             return False
         self._state, self._etag = state, reply["etag"]
+        self._kept_at = time.monotonic()
         return True
 
 

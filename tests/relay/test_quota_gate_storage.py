@@ -10,6 +10,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.quota_table import Admit, QuotaGate, Wait, Window
@@ -125,3 +126,47 @@ def test_a_storage_failure_while_deciding_together_reaches_every_handler_of_the_
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(ask, range(6)))
     assert all(isinstance(answer, ServiceRequestError) for answer in answers)
+
+
+def test_running_time_too_small_to_settle_alone_is_settled_by_the_next_admissions_write(azurite):
+    from shared.core.quota import RuntimeWindow, runtime_used_at
+
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    runtime = [RuntimeWindow(seconds=3600, budget=100.0)]
+    table = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(
+        "gate" + uuid.uuid4().hex[:10])
+    table.create_table()
+    counting = SlowCountingTable(table, delay=0)
+    one = QuotaGate(counting, key="graph-tenant", windows=[Window(60, 100)], clock=lambda: now, rand=random.random,
+                    runtime=runtime)
+    first = one.admit()
+    assert isinstance(first, Admit) and first.reserved == 1.0   # the estimate before any call: 1 s
+    one.spent(1.3, first.reserved)   # 0.3 s more than reserved: under half a second, no write of its own
+    writes = counting.writes
+    second = one.admit()             # 1.3 s learnt; this write also settles the 0.3 s
+    assert isinstance(second, Admit) and counting.writes == writes + 1
+    state = dict(table.get_entity("graph-tenant", "state"))
+    assert runtime_used_at(state, runtime, now) == [pytest.approx(1.0 + 0.3 + 1.3)]
+
+
+def test_a_settlement_refused_again_and_again_gives_up_quickly_and_is_carried_by_the_next_write(azurite):
+    from azure.core.exceptions import ResourceModifiedError
+
+    from shared.adapters import quota_table
+    from shared.core.quota import RuntimeWindow, runtime_used_at
+
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    runtime = [RuntimeWindow(seconds=3600, budget=100.0)]
+    one, _ = gate(azurite, [Window(60, 100)], clock=lambda: now)
+    one._runtime = tuple(runtime)
+    admitted = one.admit()
+    assert isinstance(admitted, Admit)
+    real = one._table
+    refused = SlowCountingTable(real, delay=0, fail=ResourceModifiedError("another instance wrote first"))
+    one._table = refused
+    one.spent(3.0, admitted.reserved)   # 2 s to settle: every write is refused
+    assert refused.writes == quota_table.SETTLE_TRIES
+    one._table = real
+    assert isinstance(one.admit(), Admit)   # the next admission's write carries the 2 s
+    state = dict(real.get_entity("mde-tenant", "state"))
+    assert runtime_used_at(state, runtime, now) == [pytest.approx(1.0 + 2.0 + 3.0)]
