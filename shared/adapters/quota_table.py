@@ -6,8 +6,9 @@ RowKey "state"; its fields: shared.core.quota), so that one read and one conditi
 Every change is an optimistic-concurrency write (If-Match on the ETag, or create-if-absent), retried on conflict,
 so several processes on several machines share one budget. Each process keeps the entity it last read or wrote:
 alone, an admission costs one write; when another instance wrote in between, the write is refused (412) and the
-gate reads again. A kept copy older than KEPT_FRESH_SECONDS is read again before an admission: where instances
-share the gate, such a copy is almost always stale, and its write would be refused. What calls spent is settled
+gate reads again. While other instances are writing too (a write was refused in the last CONTENDED_SECONDS), a
+kept copy older than KEPT_FRESH_SECONDS is read again before an admission: it is almost always stale then, and
+its write would be refused. What calls spent is settled
 with the next admission's write, or on its own once it is worth one.
 
 A decision to wait taken on a stale copy is still right: counts only grow within a window and a
@@ -58,7 +59,8 @@ CONFLICT_PAUSE_MAX = 0.16
 FIRST_ESTIMATE_SECONDS = 1.0   # a call's running time before this process has seen one
 ESTIMATE_WEIGHT = 0.2          # the moving average's weight of the latest call
 SETTLE_SECONDS = 0.5           # estimates missed by less than this (summed) wait for a later write
-KEPT_FRESH_SECONDS = 0.1       # an admission writes on a kept copy this young; an older one is read again first
+KEPT_FRESH_SECONDS = 0.1       # contended, an admission writes on a kept copy this young; an older one is read first
+CONTENDED_SECONDS = 30.0       # how long after a refused write the gate counts as contended
 STATE_ROW = "state"
 
 
@@ -91,6 +93,7 @@ class QuotaGate:
         self._state: dict[str, Any] | None = None
         self._etag: str | None = None   # None with a state: the entity does not exist yet
         self._kept_at = 0.0   # time.monotonic() when the kept copy was read or written
+        self._contended_until = 0.0   # time.monotonic() until which other instances count as writing too
 
     def admit(self) -> Admit | Wait:
         """Take one call from the shared budget, or say how long to wait. Never blocks on the budget.
@@ -213,10 +216,12 @@ class QuotaGate:
         logger.warning("quota gate %s: could not record the pause after %s tries", self._key, MAX_CONFLICT_RETRIES)
 
     def _forget_if_stale(self) -> None:
-        """Read the entity again before writing when the kept copy is older than KEPT_FRESH_SECONDS: another
-        instance has most likely written since, and a write on the copy would be refused."""
-        if self._state is not None and self._etag is not None and \
-                time.monotonic() - self._kept_at > KEPT_FRESH_SECONDS:
+        """While other instances write too, read the entity again before writing when the kept copy is older than
+        KEPT_FRESH_SECONDS: another instance has most likely written since, and a write on it would be refused.
+        An instance alone keeps writing on its copy (one write an admission)."""
+        now = time.monotonic()
+        if self._state is not None and self._etag is not None and now < self._contended_until and \
+                now - self._kept_at > KEPT_FRESH_SECONDS:
             self._state = None
 
     def _kept_state(self) -> dict[str, Any]:
@@ -241,6 +246,7 @@ class QuotaGate:
                 reply = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=self._etag,
                                                   match_condition=MatchConditions.IfNotModified)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            self._contended_until = time.monotonic() + CONTENDED_SECONDS
             return False
         self._state, self._etag = state, reply["etag"]
         self._kept_at = time.monotonic()

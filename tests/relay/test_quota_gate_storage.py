@@ -170,3 +170,31 @@ def test_a_settlement_refused_again_and_again_gives_up_quickly_and_is_carried_by
     assert isinstance(one.admit(), Admit)   # the next admission's write carries the 2 s
     state = dict(real.get_entity("mde-tenant", "state"))
     assert runtime_used_at(state, runtime, now) == [pytest.approx(1.0 + 2.0 + 3.0)]
+
+
+class ReadCountingTable(SlowCountingTable):
+    def __init__(self, table) -> None:
+        super().__init__(table, delay=0)
+        self.reads = 0
+
+    def get_entity(self, *args, **kwargs):
+        self.reads += 1
+        return self._table.get_entity(*args, **kwargs)
+
+
+def test_an_instance_alone_writes_on_its_copy_and_one_that_met_another_reads_an_old_copy_first(azurite):
+    one, table_name = gate(azurite, [Window(60, 100)])
+    table = ReadCountingTable(one._table)
+    one._table = table
+    for _ in range(2):   # alone: each admission one write on the copy it keeps, however old
+        assert isinstance(one.admit(), Admit)
+        time.sleep(0.15)
+    assert (table.reads, table.writes) == (1, 2)   # the first admission's read (no copy yet)
+    other, _ = gate(azurite, [Window(60, 100)], name=table_name)
+    assert isinstance(other.admit(), Admit)
+    assert isinstance(one.admit(), Admit)   # its copy is stale: refused, read, written
+    assert (table.reads, table.writes) == (2, 4)
+    assert isinstance(other.admit(), Admit)
+    time.sleep(0.15)
+    assert isinstance(one.admit(), Admit)   # contended now: an old copy is read before the write, never refused
+    assert (table.reads, table.writes) == (3, 5)
