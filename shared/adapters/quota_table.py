@@ -8,11 +8,11 @@ so several processes on several machines share one budget. Each process keeps th
 alone, an admission costs one write; when another instance wrote in between, the write is refused (412) and the
 gate reads again. While other instances are writing too (a write was refused in the last CONTENDED_SECONDS), a
 kept copy older than KEPT_FRESH_SECONDS is read again before an admission: it is almost always stale then, and
-its write would be refused. What calls spent is settled
-with the next admission's write, or on its own once it is worth one.
+its write would be refused. What calls spent is settled with the next admission's write, or on its own once it is
+worth one.
 
-A decision to wait taken on a stale copy is still right: counts only grow within a window and a
-pause is only extended. The decision itself is pure (shared.core.quota).
+A decision to wait taken on a stale copy is still right: counts only grow within a window and a pause is only
+extended. The decision itself is pure (shared.core.quota).
 """
 
 from __future__ import annotations
