@@ -59,8 +59,8 @@ class LocalStack:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) each stack process has used so far: {"azurite", "sandbox"} (Linux /proc)."""
-        processes = {"azurite": self.azurite._process, "sandbox": self._sandbox}
-        return {name: _cpu_of(process.pid) for name, process in processes.items() if process is not None}
+        pids = {"azurite": self.azurite.pid, "sandbox": None if self._sandbox is None else self._sandbox.pid}
+        return {name: _cpu_of(pid) for name, pid in pids.items() if pid is not None}
 
     def stop(self) -> None:
         if self._sandbox is not None and self._sandbox.poll() is None:

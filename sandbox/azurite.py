@@ -122,6 +122,11 @@ class Azurite:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The Node process's id while it runs (None before start and after stop)."""
+        return self._process.pid if self._process is not None else None
+
     def __enter__(self) -> Azurite:
         return self.start()
 

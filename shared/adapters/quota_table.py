@@ -125,8 +125,7 @@ class QuotaGate:
         would lose again)."""
         self._forget_if_stale()
         for conflicts in range(MAX_CONFLICT_RETRIES):
-            if conflicts:
-                time.sleep(self._rand() * min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE_FIRST * 2 ** (conflicts - 1)))
+            self._pause_after(conflicts)
             now = self._clock()
             new = self._kept_state()
             settling = self._unsettled
@@ -184,9 +183,8 @@ class QuotaGate:
                 return
             self._forget_if_stale()
             try:
-                for tries in range(SETTLE_TRIES):
-                    if tries:   # the admissions wait on this lock: a short pause, and few tries
-                        time.sleep(self._rand() * CONFLICT_PAUSE_FIRST * 2 ** tries)
+                for tries in range(SETTLE_TRIES):   # the admissions wait on this lock: few tries
+                    self._pause_after(tries + 1 if tries else 0)   # 20, then 40 ms at most
                     if self._write(self._settled(self._kept_state(), self._clock(), self._unsettled)):
                         self._unsettled = 0.0
                         return
@@ -196,6 +194,13 @@ class QuotaGate:
                 return
         logger.info("quota gate %s: the running time was not settled in %s tries; the next write carries it",
                     self._key, SETTLE_TRIES)
+
+    def _pause_after(self, conflicts: int) -> None:
+        """A random pause after `conflicts` refused writes in a row (none before the first write): under
+        CONFLICT_PAUSE_FIRST after the first, doubling up to CONFLICT_PAUSE_MAX, so that instances racing for the
+        entity spread their next writes."""
+        if conflicts:
+            time.sleep(self._rand() * min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE_FIRST * 2 ** (conflicts - 1)))
 
     def _settled(self, state: dict[str, Any], now: datetime, seconds: float) -> dict[str, Any]:
         settled = charged(state, self._runtime, now, seconds)

@@ -105,6 +105,10 @@ class HuntRequest:
         readable = last_error[:500].encode("utf-8", "replace").decode("utf-8")
         return replace(self, attempt=self.attempt + 1, last_error=readable)
 
+    def waited_at_gate(self) -> HuntRequest:
+        """The copy the quota gate sends back: the same attempt (no call was spent), one gate wait more."""
+        return replace(self, gate_waits=self.gate_waits + 1)
+
     def delivery_only(self) -> HuntRequest:
         """This hunt marked as a delivery-only retry: its body is stored, the query is not run again."""
         return replace(self, pending_delivery=pending_delivery_name(self.id, self.tenant))

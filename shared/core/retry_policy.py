@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from shared.core.classify import ErrorInfo
@@ -133,7 +133,7 @@ def decide(cause: Cause, request: HuntRequest, limits: Limits, *, now: datetime,
         return GiveUp(ErrorInfo("GaveUp", f"gave up after {request.attempt} attempts over {_duration(age)}; "
                                           f"last error: {cause.reason}", hint=hint), pause)
     if isinstance(cause, GateWait):
-        copy = replace(request, gate_waits=request.gate_waits + 1)
+        copy = request.waited_at_gate()
     elif isinstance(cause, SplitContinues):
         copy = request
     elif isinstance(cause, DestinationNotNow):
