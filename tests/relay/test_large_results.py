@@ -198,6 +198,37 @@ def test_a_block_that_fails_to_upload_in_the_background_fails_the_commit(azurite
         writer.commit("application/json")
 
 
+def test_a_block_damaged_on_the_way_is_refused_by_storage_and_fails_the_commit(azurite: Azurite):
+    """Each staged block carries its MD5: storage checks it on arrival, so bytes changed in transit (here by the
+    transport, after the checksum was taken) are refused rather than stored in the result."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.adapters.blob_writer import StagedBlobWriter
+
+    class DamagingTransport(RequestsTransport):
+        def send(self, request, **kwargs):  # type: ignore[no-untyped-def, override]
+            if request.method == "PUT" and "comp=blocklist" not in request.url and isinstance(request.data, bytes):
+                request.data = b"y" + request.data[1:]     # the same length, one byte changed
+            return super().send(request, **kwargs)
+
+    service = BlobServiceClient.from_connection_string(azurite.connection_string, transport=DamagingTransport())
+    container = service.get_container_client("damaged-" + uuid.uuid4().hex[:12])
+    container.create_container()
+    staged = StagedBlobWriter(container.get_blob_client("staged.json"), block_bytes=1024)
+    staged.write(b"x" * 4096)
+    with pytest.raises(HttpResponseError) as refused:
+        staged.commit("application/json")
+    assert refused.value.error_code == "Md5Mismatch"
+    whole = StagedBlobWriter(container.get_blob_client("whole.json"), block_bytes=1024)
+    whole.write(b"x" * 100)     # under one block: a single Put Blob
+    with pytest.raises(HttpResponseError) as refused:
+        whole.commit("application/json")
+    assert refused.value.error_code == "Md5Mismatch"
+    assert [blob.name for blob in container.list_blobs()] == []
+
+
 # --- links -----------------------------------------------------------------------------------------------------
 
 LINK_QUERY = "DeviceProcessEvents | order by ReportId asc | take 200"     # about 600 KB of JSON
