@@ -154,3 +154,103 @@ def test_a_pooled_connection_the_server_reset_is_sent_again_once_on_a_fresh_one(
     thread.join(5)
     server.close()
     assert requests_seen == [1, 2]
+
+
+@pytest.fixture
+def tls_recorder() -> Iterator[tuple[str, str]]:
+    """The recorder over https, with a self-signed certificate: its URL and the PEM that trusts it."""
+    from sandbox.tls import make_self_signed
+
+    material = make_self_signed()
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.socket = material.server_context().wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", str(material.cert_path)
+    server.shutdown()
+
+
+def test_over_https_the_storage_session_verifies_the_certificate_against_the_bundle_it_is_given(
+        no_proxy_environment, tls_recorder):
+    import requests
+
+    url, bundle = tls_recorder
+    session = storage_session()
+    with pytest.raises(requests.exceptions.SSLError):   # the default store does not trust a self-signed certificate
+        session.request("PUT", f"{url}/c/b", data=b"x", allow_redirects=False, timeout=5, verify=True)
+    response = session.request("PUT", f"{url}/c/b", data=b"x", allow_redirects=False, timeout=5, verify=bundle)
+    assert response.status_code == 201 and [seen[:2] for seen in _Recorder.seen] == [("PUT", "/c/b")]
+
+
+def test_a_body_that_is_a_stream_is_prepared_by_requests_and_sent_whole(no_proxy_environment, recorder):
+    import io
+
+    session = storage_session()
+    response = session.request("PUT", f"{recorder}/c/streamed", data=io.BytesIO(b"streamed body"),
+                               headers={"x-ms-version": "2025-01-05"}, allow_redirects=False, timeout=5)
+    assert response.status_code == 201
+    [(method, path, headers, body)] = _Recorder.seen
+    assert (method, path, body, headers["Content-Length"]) == ("PUT", "/c/streamed", b"streamed body", "13")
+
+
+def test_text_bodies_are_sent_as_utf8_with_their_length_and_a_bodyless_put_says_zero(no_proxy_environment,
+                                                                                       recorder):
+    session = storage_session()
+    session.request("PUT", f"{recorder}/t", data='{"name": "Zoë"}', allow_redirects=False, timeout=5)
+    session.request("PUT", f"{recorder}/empty", allow_redirects=False, timeout=5)
+    session.request("GET", f"{recorder}/read", allow_redirects=False, timeout=5)
+    [text, empty, read] = _Recorder.seen
+    assert text[3] == '{"name": "Zoë"}'.encode() and text[2]["Content-Length"] == str(len(text[3]))
+    assert empty[2]["Content-Length"] == "0" and "Content-Length" not in read[2]
+
+
+def test_connection_failures_and_timeouts_are_raised_as_requests_errors(no_proxy_environment):
+    """The SDKs' transport maps requests' errors to azure-core's (ServiceRequestError, ServiceResponseError):
+    the direct path raises the same ones requests' adapter would."""
+    import socket
+
+    import requests
+
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    session = storage_session()
+    with pytest.raises(requests.ConnectionError):
+        session.request("GET", f"http://127.0.0.1:{port}/x", allow_redirects=False, timeout=2)
+
+    silent = socket.create_server(("127.0.0.1", 0))   # accepts, and never answers
+    try:
+        with pytest.raises(requests.ReadTimeout):
+            session.request("GET", f"http://127.0.0.1:{silent.getsockname()[1]}/x", allow_redirects=False,
+                            timeout=(2, 0.2))
+    finally:
+        silent.close()
+
+
+def test_a_host_s_connection_pool_is_looked_up_once_and_the_kept_pools_stay_bounded(no_proxy_environment,
+                                                                                      recorder):
+    from shared.adapters.http_session import HOST_POOLS
+
+    session = storage_session()
+    adapter = session.get_adapter(recorder)
+    lookups: list[str] = []
+    original = adapter.get_connection_with_tls_context
+
+    def counted(request, verify, proxies=None, cert=None):  # type: ignore[no-untyped-def]
+        lookups.append(request.url)
+        return original(request, verify, proxies=proxies, cert=cert)
+
+    adapter.get_connection_with_tls_context = counted  # type: ignore[method-assign]
+    for n in range(3):
+        assert session.request("GET", f"{recorder}/{n}", allow_redirects=False, timeout=5).status_code == 201
+    assert len(lookups) == 1
+    everywhere = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _Recorder)   # reachable as 127.0.0.2, .3...
+    threading.Thread(target=everywhere.serve_forever, daemon=True).start()
+    try:
+        for n in range(HOST_POOLS + 2):   # more hosts than the adapter keeps: the session's kept pools stay bounded
+            url = f"http://127.0.0.{n + 2}:{everywhere.server_address[1]}/n{n}"
+            assert session.request("GET", url, allow_redirects=False, timeout=5).status_code == 201
+            assert len(session._pools) <= HOST_POOLS
+    finally:
+        everywhere.shutdown()
