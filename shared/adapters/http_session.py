@@ -101,16 +101,15 @@ class DirectSession(requests.Session):
         verify = self.verify if verify is None else verify
         verify = True if verify is None else verify
         cert = self.cert if cert is None else cert
-        direct = (isinstance(method, str) and isinstance(url, str) and _QUOTED_URL.fullmatch(url) is not None
-                  and not (params or files or json or proxies) and (data is None or isinstance(data, bytes | str)
-                                                                   or data == {}))
-        prepared = None if direct else self._prepare(method, url, params, data, headers, files, json)
+        as_is = (isinstance(method, str) and isinstance(url, str) and _QUOTED_URL.fullmatch(url) is not None
+                 and not (params or files or json or proxies) and _whole_body(data))
+        prepared = None if as_is else self._prepare(method, url, params, data, headers, files, json)
         resendable = prepared is None or isinstance(prepared.body, bytes | str | None)
         for tries_left in (1, 0):
             try:
                 if prepared is None:
-                    response = self._send_direct(str(method), str(url), data or None, headers, timeout, verify,
-                                                 cert)
+                    response = self._send_direct(str(method).upper(), str(url), data or None, headers, timeout,
+                                                 verify, cert)
                 else:
                     response = self.get_adapter(prepared.url or "").send(
                         prepared, stream=bool(stream), timeout=timeout, verify=verify, cert=cert,
@@ -196,6 +195,11 @@ class DirectSession(requests.Session):
         adapter.cert_verify(pool, url, verify, cert)   # type: ignore[no-untyped-call]  # a missing CA bundle raises here
         self._pools[key] = (adapter, pool)
         return adapter, pool
+
+
+def _whole_body(data: Any) -> bool:
+    """No body, or one already whole in memory (the SDKs give bytes, or text for JSON)."""
+    return data is None or data == {} or isinstance(data, bytes | str)
 
 
 def _reset_in_flight(error: requests.ConnectionError) -> bool:

@@ -197,7 +197,8 @@ def test_a_body_that_is_a_stream_is_prepared_by_requests_and_sent_whole(no_proxy
 def test_text_bodies_are_sent_as_utf8_with_their_length_and_a_bodyless_put_says_zero(no_proxy_environment,
                                                                                        recorder):
     session = storage_session()
-    session.request("PUT", f"{recorder}/t", data='{"name": "Zoë"}', allow_redirects=False, timeout=5)
+    # The method in lower case: upper-cased, as requests does (the recorder answers PUT only).
+    session.request("put", f"{recorder}/t", data='{"name": "Zoë"}', allow_redirects=False, timeout=5)
     session.request("PUT", f"{recorder}/empty", allow_redirects=False, timeout=5)
     session.request("GET", f"{recorder}/read", allow_redirects=False, timeout=5)
     [text, empty, read] = _Recorder.seen
