@@ -211,7 +211,8 @@ class QuotaGate:
     def pause_until(self, until: datetime) -> None:
         """Record that the API throttled us: no instance calls before `until` (an earlier time never shortens it)."""
         with self._lock:
-            for _ in range(MAX_CONFLICT_RETRIES):
+            for conflicts in range(MAX_CONFLICT_RETRIES):
+                self._pause_after(conflicts)   # the instances that met the same 429 spread their next writes
                 state = self._kept_state()
                 current = _as_datetime(state.get("paused_until"))
                 if current is not None and current >= until:

@@ -198,3 +198,33 @@ def test_an_instance_alone_writes_on_its_copy_and_one_that_met_another_reads_an_
     time.sleep(0.15)
     assert isinstance(one.admit(), Admit)   # contended now: an old copy is read before the write, never refused
     assert (table.reads, table.writes) == (3, 5)
+
+
+def test_a_pause_write_refused_by_another_instance_pauses_before_it_tries_again(azurite):
+    """Instances that met the same 429 all record the pause: one whose write is refused waits a random moment (as
+    an admission does) before it reads and writes again, rather than racing the others at once."""
+    from azure.core.exceptions import ResourceModifiedError
+
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    draws: list[float] = []
+
+    def rand() -> float:
+        draws.append(random.random())
+        return draws[-1]
+
+    one, _ = gate(azurite, [Window(60, 100)], clock=lambda: now)
+    one._rand = rand
+    real = one._table
+
+    class RefusedTwice(SlowCountingTable):
+        def _slow(self, write, *args, **kwargs):
+            self.writes += 1
+            if self.writes <= 2:
+                raise ResourceModifiedError("another instance wrote first")
+            return write(*args, **kwargs)
+
+    one._table = RefusedTwice(real, delay=0)
+    one.pause_until(now + timedelta(seconds=30))
+    assert one._table.writes == 3 and len(draws) == 2   # a pause after each refused write, none before the first
+    verdict = gate(azurite, [Window(60, 100)], clock=lambda: now, name=real.table_name)[0].admit()
+    assert isinstance(verdict, Wait) and verdict.reason == "paused by a 429"
