@@ -21,7 +21,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage import create_if_missing
+from shared.adapters.storage import NO_ENTITY_ECHO, create_if_missing
 from shared.core import breaker
 from shared.core.breaker import BreakerPolicy, Hold, Probe, Send, Verdict
 
@@ -129,7 +129,7 @@ class Breakers:
         entity = {"PartitionKey": PARTITION, "RowKey": key, **_stored(state)}
         try:
             if etag is None:
-                reply = self._table.create_entity(entity)
+                reply = self._table.create_entity(entity, **NO_ENTITY_ECHO)
             else:
                 reply = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
                                                   match_condition=MatchConditions.IfNotModified)

@@ -34,7 +34,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage import create_if_missing
+from shared.adapters.storage import NO_ENTITY_ECHO, create_if_missing
 from shared.core.envelope import iso
 from shared.core.hunt_request import HuntRequest
 from shared.core.job_states import FINISHED, HOME_PARTITION, Begun, JobState, partition_of, state_of
@@ -153,7 +153,7 @@ class JobLedger:
                   "updated_at": now, "submitted_at": now, "api": api, "attempts": 0,
                   "request_sha256": request.digest(), "expires_at": now + self._retention}
         try:
-            self._table.create_entity(entity)
+            self._table.create_entity(entity, **NO_ENTITY_ECHO)
         except ResourceExistsError:
             existing = self._entity(request.tenant, request.id)
             if existing is not None:
@@ -187,7 +187,8 @@ class JobLedger:
             return Begun.SEEN
         for _ in range(MAX_CONFLICTS):
             try:
-                self._table.create_entity({**update, "submitted_at": request.first_enqueued_at or now})
+                self._table.create_entity({**update, "submitted_at": request.first_enqueued_at or now},
+                                          **NO_ENTITY_ECHO)
                 return Begun.FIRST_SIGHT
             except ResourceExistsError:
                 pass
@@ -237,7 +238,7 @@ class JobLedger:
                                   "error_code": state.error_code or ""}
         if only_if_absent:
             with contextlib.suppress(ResourceExistsError):
-                self._table.create_entity(entity)
+                self._table.create_entity(entity, **NO_ENTITY_ECHO)
             return
         self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
         if self._rand() < SWEEP_CHANCE:

@@ -29,7 +29,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage import create_if_missing
+from shared.adapters.storage import NO_ENTITY_ECHO, create_if_missing
 from shared.core.apis import API_NAMES
 from shared.core.quota import (
     Admit,
@@ -247,7 +247,7 @@ class QuotaGate:
         self._state = None
         try:
             if self._etag is None:
-                reply = self._table.create_entity(entity)
+                reply = self._table.create_entity(entity, **NO_ENTITY_ECHO)
             else:
                 reply = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=self._etag,
                                                   match_condition=MatchConditions.IfNotModified)

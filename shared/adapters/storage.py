@@ -21,6 +21,11 @@ from shared.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# A table insert answers with the entity it stored unless asked not to; the relay never reads that copy (the ETag
+# comes in the response's headers either way), so its inserts ask for none: less for storage to send and for the
+# SDK to decode (about 0.2 ms of CPU per insert on the bench's cores).
+NO_ENTITY_ECHO: dict[str, Any] = {"response_preference": "return-no-content"}
+
 
 def create_if_missing(create: Callable[[], object], what: str) -> None:
     """Runs `create`; an existing resource is fine, and so is a refusal (the deployment's roles may not allow

@@ -64,3 +64,27 @@ def test_a_fresh_copy_of_a_cancelled_submission_is_still_stopped(azurite):
     table.calls.clear()
     assert jobs.begin(hunt) is Begun.CANCELLED   # a first sight reads what is there: the cancel stands
     assert "upsert_entity" not in table.calls and "update_entity" not in table.calls
+
+
+def test_the_ledger_s_inserts_ask_storage_not_to_send_the_entity_back(azurite):
+    """Storage answers an insert with 201 and the entity it stored unless asked not to; the ledger never reads
+    that copy, so it asks for none (204), and the entity is stored all the same."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    answers: list[tuple[str, int, int]] = []
+
+    class RecordingTransport(RequestsTransport):
+        def send(self, request, **kwargs):  # type: ignore[no-untyped-def, override]
+            response = super().send(request, **kwargs)
+            answers.append((request.method, response.status_code, len(response.body())))
+            return response
+
+    table = TableServiceClient.from_connection_string(
+        azurite.connection_string, transport=RecordingTransport()).get_table_client("jobs" + uuid.uuid4().hex[:10])
+    table.create_table()
+    answers.clear()
+    jobs = JobLedger(table, clock=lambda: datetime.now(UTC), retention_seconds=3600)
+    assert jobs.begin(request("job-echo")) is Begun.FIRST_SIGHT
+    assert answers == [("POST", 204, 0)]
+    record = jobs.get(None, "job-echo")
+    assert record is not None and record.status == "running"
