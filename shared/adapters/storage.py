@@ -7,7 +7,7 @@ them); on the local stack the relay creates them itself. `create_if_missing` is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # A table insert answers with the entity it stored unless asked not to; the relay never reads that copy (the ETag
 # comes in the response's headers either way), so its inserts ask for none: less for storage to send and for the
 # SDK to decode (about 0.2 ms of CPU per insert on the bench's cores).
-NO_ENTITY_ECHO: dict[str, Any] = {"response_preference": "return-no-content"}
+NO_ENTITY_ECHO: Mapping[str, str] = {"response_preference": "return-no-content"}
 
 
 def create_if_missing(create: Callable[[], object], what: str) -> None:

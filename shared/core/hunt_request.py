@@ -215,9 +215,7 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
     if not isinstance(job_id, str) or not ID_PATTERN.fullmatch(job_id):
         raise InvalidHuntRequest("id", "must be 1-128 characters: letters, digits, - and _, starting with a letter "
                                  "or digit")
-    attempt = body.get("attempt", 1)
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 10_000:
-        raise InvalidHuntRequest("attempt", "is kept by the relay: a whole number from 1")
+    attempt = _relay_count(body, "attempt", lowest=1, highest=10_000)
     first = body.get("first_enqueued_at")
     first_at = now
     if first is not None:
@@ -233,9 +231,7 @@ def decode_hunt_request(raw: str | bytes, *, message_id: str, default_api: Api, 
             raise InvalidHuntRequest("first_enqueued_at", "is out of range") from None
     last_error = body.get("last_error")
     pending = _pending_delivery(body, job_id, tenant)
-    gate_waits = body.get("gate_waits", 0)
-    if not isinstance(gate_waits, int) or isinstance(gate_waits, bool) or not 0 <= gate_waits <= 1_000_000:
-        raise InvalidHuntRequest("gate_waits", "is kept by the relay: a whole number from 0")
+    gate_waits = _relay_count(body, "gate_waits", lowest=0, highest=1_000_000)
     return HuntRequest(
         id=job_id, query=query, api=cast(Api, api), destination=destination, format=cast(Format, fmt),
         timespan=timespan, context=context, template=template, parameters=parameters, attempt=attempt,
@@ -309,6 +305,14 @@ def _query(body: Mapping[str, Any]) -> str | None:
         raise InvalidHuntRequest("query", "must be non-empty KQL text")
     if len(value.encode("utf-8")) > MAX_QUERY_BYTES:   # strict decoding refused lone surrogates
         raise InvalidHuntRequest("query", f"is longer than {MAX_QUERY_BYTES} bytes")
+    return value
+
+
+def _relay_count(body: dict[str, Any], name: str, *, lowest: int, highest: int) -> int:
+    """A count the relay keeps on its copies (`attempt`, `gate_waits`): absent means `lowest`."""
+    value = body.get(name, lowest)
+    if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value <= highest:
+        raise InvalidHuntRequest(name, f"is kept by the relay: a whole number from {lowest}")
     return value
 
 
