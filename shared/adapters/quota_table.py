@@ -1,26 +1,41 @@
 """The fleet-wide quota gate: every instance asks before it calls the API, so a backlog drains at the tenant's
 quota rate and a 429 seen by one instance pauses them all.
 
-State lives in one storage table (HUNT_GATE_TABLE), one entity per API and tenant (PartitionKey the key,
-RowKey "state"; its fields: shared.core.quota), so that one read and one conditional write decide an admission.
-Every change is an optimistic-concurrency write (If-Match on the ETag, or create-if-absent), retried on conflict,
-so several processes on several machines share one budget. Each process keeps the entity it last read or wrote:
-alone, an admission costs one write; when another instance wrote in between, the write is refused (412) and the
-gate reads again. While other instances are writing too (a write was refused in the last CONTENDED_SECONDS), a
-kept copy older than KEPT_FRESH_SECONDS is read again before an admission: it is almost always stale then, and
-its write would be refused. What calls spent is settled with the next admission's write, or on its own once it is
-worth one.
+State lives in one storage table (HUNT_GATE_TABLE), one partition per API and tenant (PartitionKey the key):
+- the state entity (RowKey "state"; its fields: shared.core.quota), so that one read and one conditional write
+  decide an admission;
+- one booking row per process (RowKey "booking-<process>"): the places in later windows it gave the hunts it
+  turned away.
+One read (a query of the partition) brings the state and every booking row.
+
+Every change of the state is an optimistic-concurrency write (If-Match on the ETag, or create-if-absent), retried
+on conflict, so several processes on several machines share one budget. Each process keeps the entity it last read
+or wrote: alone, an admission costs one write; when another instance wrote in between, the write is refused (412)
+and the gate reads again. While other instances are writing too (a write was refused in the last
+CONTENDED_SECONDS), a kept copy older than KEPT_FRESH_SECONDS is read again before an admission: it is almost
+always stale then, and its write would be refused. What calls spent is settled with the next admission's write, or
+on its own once it is worth one.
+
+A booking row has one writer, its process, so its writes are unconditional and never refused: turning a hunt away
+costs the read and that one write, and never races the admissions for the state. A process books against the rows
+as it last read them; two that book the same place at once overbook a window by one, and the hunt that finds it
+full is booked again (a place is never left unspent).
 
 A decision to wait taken on a stale copy is still right: counts only grow within a window and a pause is only
-extended. The decision itself is pure (shared.core.quota).
+extended. A booking is made on a copy read less than KEPT_FRESH_SECONDS ago, so that the others' bookings are
+seen. A booking row whose places have all passed is deleted by whichever process reads it once it has not been
+written for BOOKING_ROW_IDLE_SECONDS (its process stopped, or has turned nothing away since). The decision itself
+is pure (shared.core.quota).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +55,8 @@ from shared.core.quota import (
     admitted,
     booked,
     booked_running_time,
+    bookings_of,
+    bookings_text,
     charged,
     counts_at,
     decide,
@@ -62,6 +79,9 @@ SETTLE_SECONDS = 0.5           # estimates missed by less than this (summed) wai
 KEPT_FRESH_SECONDS = 0.1       # contended, an admission writes on a kept copy this young; an older one is read first
 CONTENDED_SECONDS = 30.0       # how long after a refused write the gate counts as contended
 STATE_ROW = "state"
+BOOKING_ROW_PREFIX = "booking-"   # + the process's own id: its booking row
+BOOKING_FIELD = re.compile(r"[qr]\d+")   # a booking row's fields (shared.core.quota): q<seconds>, r<seconds>
+BOOKING_ROW_IDLE_SECONDS = 600.0   # a booking row with only passed places, unwritten this long, is deleted
 
 
 class _Ticket:
@@ -93,6 +113,12 @@ class QuotaGate:
         self._state: dict[str, Any] | None = None
         self._etag: str | None = None   # None with a state: the entity does not exist yet
         self._kept_at = 0.0   # time.monotonic() when the kept copy was read or written
+        # The places this process booked (its booking row: it alone writes it), and the other processes' as last
+        # read (summed): by booking field (q<seconds>, r<seconds>), then window index.
+        self._row = f"{BOOKING_ROW_PREFIX}{uuid.uuid4().hex}"
+        self._mine: dict[str, dict[int, float]] = {}
+        self._others: dict[str, dict[int, float]] = {}
+        self._read_at = 0.0   # time.monotonic() when the partition (the others' bookings with it) was last read
         self._contended_until = 0.0   # time.monotonic() until which other instances count as writing too
 
     def admit(self) -> Admit | Wait:
@@ -124,7 +150,8 @@ class QuotaGate:
         random pause that doubles: when many instances race for the entity, most of the next round's writes
         would lose again)."""
         self._forget_if_stale()
-        for conflicts in range(MAX_CONFLICT_RETRIES):
+        conflicts, read_for_booking = 0, False
+        while conflicts < MAX_CONFLICT_RETRIES:
             self._pause_after(conflicts)
             now = self._clock()
             new = self._kept_state()
@@ -132,6 +159,7 @@ class QuotaGate:
             if self._runtime and settling:   # what calls spent since, settled in the same write
                 new = self._settled(new, now, settling)
             verdicts: list[Admit | Wait] = []
+            booking: dict[str, dict[int, float]] = {}   # the places this batch takes in later windows
             for _ticket in batch:
                 estimate = self._estimate_with(new) if self._runtime else 0.0
                 verdict = decide(now=now, paused_until=_as_datetime(new.get("paused_until")),
@@ -142,21 +170,32 @@ class QuotaGate:
                     # Turned away by a call or running-time budget: a place in a later window, so that the backlog
                     # comes back spread over the windows it needs rather than all at the next boundary.
                     if verdict.window is not None:
-                        new, delay = booked(new, verdict.window, now, self._rand)
+                        field = f"q{verdict.window.seconds}"
+                        index, delay = booked(verdict.window, now, self._taken(field, booking), self._rand)
+                        _add(booking, field, index, 1)
                         verdict = Wait(delay, verdict.reason)
                     elif verdict.runtime_window is not None:
-                        new, delay = booked_running_time(new, verdict.runtime_window, now, estimate, self._rand)
+                        field = f"r{verdict.runtime_window.seconds}"
+                        index, delay = booked_running_time(verdict.runtime_window, now,
+                                                           self._taken(field, booking), estimate, self._rand)
+                        _add(booking, field, index, estimate)
                         verdict = Wait(delay, verdict.reason)
                 else:
                     new = admitted(new, self._windows, now)
                     if self._runtime:
                         new = charged(new, self._runtime, now, estimate)
                 verdicts.append(verdict)
-            if new is self._state or self._write(new):   # nothing to write: every ticket waits for a pause
+            if booking and not read_for_booking and time.monotonic() - self._read_at > KEPT_FRESH_SECONDS:
+                self._state, read_for_booking = None, True   # book on what the others booked lately: read again
+                continue
+            if new is self._state or self._write(new):   # nothing to write: every ticket waits, or was booked
                 self._unsettled -= settling
+                if booking:
+                    self._book(booking, now)
                 for ticket, verdict in zip(batch, verdicts, strict=True):
                     ticket.verdict = verdict
                 return
+            conflicts += 1
         for ticket in batch:   # come back shortly rather than spin
             ticket.verdict = Wait(1.0 + self._rand(), "the quota gate is contended")
 
@@ -232,13 +271,71 @@ class QuotaGate:
 
     def _kept_state(self) -> dict[str, Any]:
         if self._state is None:
-            try:
-                entity = self._table.get_entity(self._key, STATE_ROW)
-                self._state, self._etag = dict(entity), entity.metadata["etag"]
-            except ResourceNotFoundError:
-                self._state, self._etag = {}, None
-            self._kept_at = time.monotonic()
+            self._read()
+        assert self._state is not None
         return self._state
+
+    def _read(self) -> None:
+        """The partition in one query: the state (and its ETag) and the other processes' bookings of later
+        windows, summed. Booking rows left idle with nothing to come are deleted on the way."""
+        try:
+            rows = list(self._table.query_entities("PartitionKey eq @key", parameters={"key": self._key}))
+        except ResourceNotFoundError:   # no table yet
+            rows = []
+        now = self._clock()
+        state: dict[str, Any] = {}
+        etag: str | None = None
+        others: dict[str, dict[int, float]] = {}
+        for row in rows:
+            name = str(row.get("RowKey"))
+            if name == STATE_ROW:
+                state, etag = dict(row), row.metadata["etag"]
+            elif name.startswith(BOOKING_ROW_PREFIX) and name != self._row:
+                ahead = {field: self._ahead(field, bookings_of(text), now)
+                         for field, text in row.items() if BOOKING_FIELD.fullmatch(field)}
+                for field, places in ahead.items():
+                    for index, amount in places.items():
+                        _add(others, field, index, amount)
+                if not any(ahead.values()):
+                    self._delete_if_idle(row, now)
+        self._state, self._etag, self._others = state, etag, others
+        self._kept_at = self._read_at = time.monotonic()
+
+    @staticmethod
+    def _ahead(field: str, places: dict[int, float], now: datetime) -> dict[int, float]:
+        """The places of windows still to come (after the current one) of a booking field (q<seconds>)."""
+        current = int(now.timestamp()) // int(field[1:])
+        return {index: amount for index, amount in places.items() if index > current}
+
+    def _delete_if_idle(self, row: Any, now: datetime) -> None:
+        """Another process's booking row with nothing to come, unwritten for BOOKING_ROW_IDLE_SECONDS: deleted if
+        it is still as read (its process may book again: it then writes the row anew)."""
+        written = _as_datetime(row.metadata.get("timestamp"))
+        if written is None or (now - written).total_seconds() < BOOKING_ROW_IDLE_SECONDS:
+            return
+        with contextlib.suppress(AzureError):   # another reader deleted it first, or storage is away: no matter
+            self._table.delete_entity(row, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+
+    def _taken(self, field: str, booking: dict[str, dict[int, float]]) -> dict[int, float]:
+        """The places taken in each later window of a booking field: the others' as read, this process's, and
+        this batch's so far."""
+        taken = dict(self._others.get(field, {}))
+        for places in (self._mine.get(field, {}), booking.get(field, {})):
+            for index, amount in places.items():
+                taken[index] = taken.get(index, 0.0) + amount
+        return taken
+
+    def _book(self, booking: dict[str, dict[int, float]], now: datetime) -> None:
+        """This batch's places, written to this process's booking row with the ones it still holds (passed ones
+        dropped). The row has no other writer: the write replaces it, unconditionally."""
+        mine = {field: self._ahead(field, places, now) for field, places in self._mine.items()}
+        for field, places in booking.items():
+            for index, amount in places.items():
+                _add(mine, field, index, amount)
+        self._table.upsert_entity({"PartitionKey": self._key, "RowKey": self._row,
+                                   **{field: bookings_text(places) for field, places in mine.items() if places}},
+                                  mode=UpdateMode.REPLACE)
+        self._mine = {field: places for field, places in mine.items() if places}
 
     def _write(self, state: dict[str, Any]) -> bool:
         """Create the entity, or replace the kept copy if nobody changed it since; False (and forget it) on a
@@ -257,6 +354,11 @@ class QuotaGate:
         self._state, self._etag = state, reply["etag"]
         self._kept_at = time.monotonic()
         return True
+
+
+def _add(places: dict[str, dict[int, float]], field: str, index: int, amount: float) -> None:
+    window = places.setdefault(field, {})
+    window[index] = window.get(index, 0.0) + amount
 
 
 def _as_datetime(value: Any) -> datetime | None:

@@ -17,6 +17,14 @@ and per running-time window (HUNT_RUNTIME_BUDGET: the service's second budget, q
     r_estimate          the running time of one call as the last settling process estimated it: where a process
                         that has not called yet starts from
 
+A hunt turned away takes a place in a later window (`booked`, `booked_running_time`), so that a backlog comes
+back spread over the windows it needs. Those places are not in the state: each process keeps its own in a booking
+row beside it (one writer per row, so that turning hunts away never races the admissions), and a process books
+against every row it read:
+
+    q<seconds>          places booked in each later call window, as `index:places;...` (index: start / seconds)
+    r<seconds>          running time booked in each later running-time window, as `index:seconds;...`
+
 `decide` says Admit or Wait; `counts_at` reads the counts that hold now; `admitted` is the state with one more
 call; `charged` the state with running time added (or an estimate settled); `gate_usage` is what an operator is
 shown (`python -m shared quota`, the ops page): per window, calls used and left and when it resets, and the
@@ -25,6 +33,7 @@ pause. The clock and the randomness are passed in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,48 +112,58 @@ def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int
     return Admit(estimate)
 
 
-def booked(state: Mapping[str, Any], window: Window, now: datetime,
-           rand: Callable[[], float]) -> tuple[dict[str, Any], float]:
+def booked(window: Window, now: datetime, taken: Mapping[int, float],
+           rand: Callable[[], float]) -> tuple[int, float]:
     """A hunt the call budget turned away takes a place in the first later window with places left (at most the
     window's limit per window), so that a backlog comes back spread over the windows it needs, not all at every
-    boundary. The state with the booking, and the delay until that window opens (spread over its first moments).
-
-    State: q<seconds>_index (the window booked last, as start / seconds) and q<seconds>_count (places taken)."""
-    return _book(state, window, now, rand, (f"q{window.seconds}_index", f"q{window.seconds}_count"), 1,
-                 fits=lambda taken: taken < window.limit)
+    boundary. `taken`: the places booked fleet-wide in each later window, by index (start / seconds). The window's
+    index, and the delay until it opens (spread over its first moments)."""
+    return _book(window, now, rand, taken, fits=lambda places: places < max(window.limit, 1))
 
 
-def booked_running_time(state: Mapping[str, Any], window: RuntimeWindow, now: datetime, estimate: float,
-                        rand: Callable[[], float]) -> tuple[dict[str, Any], float]:
+def booked_running_time(window: RuntimeWindow, now: datetime, taken: Mapping[int, float], estimate: float,
+                        rand: Callable[[], float]) -> tuple[int, float]:
     """A hunt the running-time budget turned away takes its estimated running time in the first later window
     with that much of its booking allowance left (RUNTIME_OVERBOOKING times its budget; a window with nothing
     booked always takes one), so that the backlog comes back spread over the windows its running time needs, not
-    all at every boundary. The state with the booking, and the delay until that window opens (spread over its
-    first moments).
+    all at every boundary. `taken`: the seconds booked fleet-wide in each later window, by index. The window's
+    index, and the delay until it opens (spread over its first moments).
 
     The allowance is above the budget because the estimate runs long: on Graph it is the call's wall clock, which
     includes waiting for a core. When the window comes, each booked hunt is admitted against what was really
-    spent; one that no longer fits is booked again (a run more), where a window booked short would stay unspent.
-
-    State: r<seconds>_bindex (the window booked last, as start / seconds) and r<seconds>_booked (seconds booked)."""
-    return _book(state, window, now, rand, (f"r{window.seconds}_bindex", f"r{window.seconds}_booked"), estimate,
-                 fits=lambda taken: taken == 0 or taken + estimate <= window.budget * RUNTIME_OVERBOOKING)
+    spent; one that no longer fits is booked again (a run more), where a window booked short would stay unspent."""
+    return _book(window, now, rand, taken,
+                 fits=lambda seconds: seconds == 0 or seconds + estimate <= window.budget * RUNTIME_OVERBOOKING)
 
 
-def _book(state: Mapping[str, Any], window: _Aligned, now: datetime, rand: Callable[[], float], keys: tuple[str, str],
-          amount: float, fits: Callable[[float], bool]) -> tuple[dict[str, Any], float]:
-    """`amount` taken in the window booked last when it is still to come and `fits` what it holds, else in the one
-    after it (or after the current one); the state, and the delay until that window opens, spread over its first
-    moments. `keys`: the state's fields for the window booked last (start / seconds) and what it holds."""
-    index_key, taken_key = keys
-    current = window.start(now) // window.seconds
-    index, taken = int(state.get(index_key) or 0), type(amount)(state.get(taken_key) or 0)
-    if index <= current:
-        index, taken = current + 1, type(amount)(0)
-    elif not fits(taken):
-        index, taken = index + 1, type(amount)(0)
-    delay = index * window.seconds - now.timestamp() + rand() * min(BOOKED_SPREAD_SECONDS, window.seconds / 5)
-    return {**state, index_key: index, taken_key: taken + amount}, delay
+def _book(window: _Aligned, now: datetime, rand: Callable[[], float], taken: Mapping[int, float],
+          fits: Callable[[float], bool]) -> tuple[int, float]:
+    """The first window after the current one whose bookings so far `fits` one more (a window with none always
+    does), and the delay until it opens, spread over its first moments."""
+    index = window.start(now) // window.seconds + 1
+    while not fits(taken.get(index, 0)):
+        index += 1
+    return index, index * window.seconds - now.timestamp() + rand() * min(BOOKED_SPREAD_SECONDS, window.seconds / 5)
+
+
+def bookings_text(places: Mapping[int, float]) -> str:
+    """One process's bookings of one kind, as its booking row holds them: `index:amount` by window, `;` apart."""
+    return ";".join(f"{index}:{round(amount, 3):g}" for index, amount in sorted(places.items()))
+
+
+def bookings_of(text: object) -> dict[int, float]:
+    """`bookings_text` read back; a part that does not read as `index:amount`, with a positive finite amount, is
+    left out (a booking row only spreads hunts out: it never admits one)."""
+    places: dict[int, float] = {}
+    for part in text.split(";") if isinstance(text, str) else ():
+        index, _, amount = part.partition(":")
+        try:
+            window, value = int(index), float(amount)
+        except ValueError:
+            continue
+        if math.isfinite(value) and value > 0:
+            places[window] = places.get(window, 0.0) + value
+    return places
 
 
 def runtime_used_at(state: Mapping[str, Any], runtime: Sequence[RuntimeWindow], now: datetime) -> list[float]:

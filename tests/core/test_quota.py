@@ -134,16 +134,19 @@ def test_a_turned_away_hunt_books_a_place_in_the_first_later_window_with_room():
 
     window = Window(10, 3)
     now = datetime(2026, 12, 1, 12, 0, 3, tzinfo=UTC)   # 3 s into a 10 s window
-    state: dict = {}
+    taken: dict[int, float] = {}
     delays = []
     for _ in range(7):
-        state, delay = booked(state, window, now, no_jitter)
+        index, delay = booked(window, now, taken, no_jitter)
+        taken[index] = taken.get(index, 0) + 1
         delays.append(delay)
     assert delays == [7.0, 7.0, 7.0, 17.0, 17.0, 17.0, 27.0]   # three places a window, the windows in order
+    # A window left with room (its places given back, or booked from an old copy) is filled first.
+    first = int(now.timestamp()) // 10 + 1
+    assert booked(window, now, {**taken, first + 1: 2}, no_jitter) == (first + 1, 17.0)
     # Once that window has begun, bookings start from the one after it.
     later = datetime(2026, 12, 1, 12, 0, 41, tzinfo=UTC)
-    _, delay = booked(state, window, later, no_jitter)
-    assert delay == 9.0
+    assert booked(window, later, taken, no_jitter)[1] == 9.0
 
 
 def test_a_hunt_the_running_time_budget_turned_away_books_its_estimate_in_a_later_window():
@@ -155,14 +158,26 @@ def test_a_hunt_the_running_time_budget_turned_away_books_its_estimate_in_a_late
     waited = decide(now=now, paused_until=None, counts=[], windows=[], rand=no_jitter, runtime=[window],
                     runtime_used=runtime_used_at(spent, [window], now), estimate=0.4)
     assert isinstance(waited, Wait) and waited.runtime_window == window and waited.seconds == 20.0
-    state, delays = spent, []
+    taken: dict[int, float] = {}
+    delays = []
     for _ in range(6):
-        state, delay = booked_running_time(state, window, now, 0.4, no_jitter)
+        index, delay = booked_running_time(window, now, taken, 0.4, no_jitter)
+        taken[index] = taken.get(index, 0.0) + 0.4
         delays.append(delay)
     assert delays == [20.0, 20.0, 50.0, 50.0, 80.0, 80.0]   # two estimates of 0.4 s fit twice a 0.5 s budget
     # An estimate above the whole budget still takes a window of its own, never none.
-    _, delay = booked_running_time({}, window, now, 5.0, no_jitter)
-    assert delay == 20.0
+    assert booked_running_time(window, now, {}, 5.0, no_jitter)[1] == 20.0
     # Once the booked window has begun, bookings start from the one after it.
-    _, delay = booked_running_time(state, window, datetime(2026, 12, 1, 12, 2, 1, tzinfo=UTC), 0.4, no_jitter)
-    assert delay == 29.0
+    assert booked_running_time(window, datetime(2026, 12, 1, 12, 2, 1, tzinfo=UTC), taken, 0.4, no_jitter)[1] == 29.0
+
+
+def test_a_booking_row_reads_back_what_was_written_and_leaves_out_what_does_not_read():
+    from shared.core.quota import bookings_of, bookings_text
+
+    places = {59_012_345: 3.0, 59_012_344: 0.4567, 59_012_346: 40.0}
+    text = bookings_text(places)
+    assert text == "59012344:0.457;59012345:3;59012346:40"   # in window order, three decimals at most
+    assert bookings_of(text) == {59_012_344: 0.457, 59_012_345: 3.0, 59_012_346: 40.0}
+    assert bookings_of("59012344:2;x:1;59012345;:3;59012346:two;59012344:1") == {59_012_344: 3.0}
+    assert bookings_of("1:nan;2:inf;3:-1;4:0;5:1") == {5: 1.0}
+    assert bookings_of("") == {} and bookings_of(None) == {} and bookings_of(7) == {}

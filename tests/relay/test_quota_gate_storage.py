@@ -87,6 +87,9 @@ class SlowCountingTable:
     def update_entity(self, *args, **kwargs):
         return self._slow(self._table.update_entity, *args, **kwargs)
 
+    def upsert_entity(self, *args, **kwargs):
+        return self._slow(self._table.upsert_entity, *args, **kwargs)
+
 
 def test_the_handlers_of_one_process_are_decided_together_in_one_write(azurite):
     """Group commit: while one handler's write is out, the others queue, and the next write decides all of them;
@@ -106,7 +109,9 @@ def test_the_handlers_of_one_process_are_decided_together_in_one_write(azurite):
     assert sum(isinstance(v, Admit) for v in verdicts) == 25
     waits = [v for v in verdicts if isinstance(v, Wait)]
     assert len(waits) == 15 and all(3595 <= v.seconds <= 3597 for v in waits)   # booked at the next window
-    assert table.writes <= 4   # the first handler's write, then the 39 that queued behind it, together
+    # The first handler's write, then the 39 that queued behind it, together: the admissions' write and the
+    # bookings' (this process's booking row)
+    assert table.writes <= 5
 
 
 def test_a_storage_failure_while_deciding_together_reaches_every_handler_of_the_batch(azurite):
@@ -177,9 +182,9 @@ class ReadCountingTable(SlowCountingTable):
         super().__init__(table, delay=0)
         self.reads = 0
 
-    def get_entity(self, *args, **kwargs):
+    def query_entities(self, *args, **kwargs):   # the gate reads its partition: the state and the bookings
         self.reads += 1
-        return self._table.get_entity(*args, **kwargs)
+        return self._table.query_entities(*args, **kwargs)
 
 
 def test_an_instance_alone_writes_on_its_copy_and_one_that_met_another_reads_an_old_copy_first(azurite):
@@ -228,3 +233,80 @@ def test_a_pause_write_refused_by_another_instance_pauses_before_it_tries_again(
     assert one._table.writes == 3 and len(draws) == 2   # a pause after each refused write, none before the first
     verdict = gate(azurite, [Window(60, 100)], clock=lambda: now, name=real.table_name)[0].admit()
     assert isinstance(verdict, Wait) and verdict.reason == "paused by a 429"
+
+
+class MethodCountingTable:
+    """The real table client, with its calls counted by method."""
+
+    def __init__(self, table) -> None:
+        self._table = table
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name):
+        method = getattr(self._table, name)
+        if not callable(method):
+            return method
+
+        def counted(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+        return counted
+
+
+def test_turning_hunts_away_writes_the_processs_own_booking_row_and_another_process_books_after_it(azurite):
+    """A Wait never writes the state, so it never races the admissions: each process books in a row of its own
+    (one unconditional write), and books after the places the others' rows hold."""
+    from shared.core.quota import bookings_of
+
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)   # 55 s before the next minute
+    one, table_name = gate(azurite, [Window(60, 3)], clock=lambda: now)
+    other, _ = gate(azurite, [Window(60, 3)], clock=lambda: now, name=table_name)
+    assert all(isinstance(one.admit(), Admit) for _ in range(3))
+    one_waits = [one.admit() for _ in range(2)]
+    counted = MethodCountingTable(other._table)
+    other._table = counted
+    other_waits = [other.admit() for _ in range(2)]
+    assert all(isinstance(v, Wait) for v in one_waits + other_waits)
+    assert [55 <= v.seconds <= 57 for v in one_waits] == [True, True]      # the next minute: 2 of its 3 places
+    assert 55 <= other_waits[0].seconds <= 57 and 115 <= other_waits[1].seconds <= 117   # its last, then after
+    assert counted.calls.get("update_entity", 0) == counted.calls.get("create_entity", 0) == 0
+    assert counted.calls["upsert_entity"] == 2   # one write per Wait (each decided alone here), never refused
+    rows = {e["RowKey"]: dict(e) for e in one._table.query_entities("PartitionKey eq 'mde-tenant'")}
+    assert rows["state"]["w60_calls"] == 3 and not any(k.startswith("q") for k in rows["state"])
+    bookings = [bookings_of(row["q60"]) for key, row in rows.items() if key.startswith("booking-")]
+    minute = int(now.timestamp()) // 60
+    assert sorted(bookings, key=len) == [{minute + 1: 2.0}, {minute + 1: 1.0, minute + 2: 1.0}]
+
+
+def test_a_booking_on_a_copy_read_a_while_ago_reads_the_others_bookings_first(azurite):
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    one, table_name = gate(azurite, [Window(60, 2)], clock=lambda: now)
+    other, _ = gate(azurite, [Window(60, 2)], clock=lambda: now, name=table_name)
+    assert all(isinstance(one.admit(), Admit) for _ in range(2))
+    assert 55 <= one.admit().seconds <= 57       # the next minute's first place
+    assert 55 <= other.admit().seconds <= 57     # and its last
+    time.sleep(0.15)   # older than KEPT_FRESH_SECONDS: one's copy does not hold other's booking
+    later = one.admit()
+    assert isinstance(later, Wait) and 115 <= later.seconds <= 117   # read again first: the minute after
+
+
+def test_a_booking_row_with_nothing_to_come_is_deleted_once_idle_and_one_with_places_to_come_is_kept(azurite):
+    from shared.adapters.quota_table import BOOKING_ROW_IDLE_SECONDS
+
+    real_now = datetime.now(UTC)
+    idle_later = real_now + timedelta(seconds=BOOKING_ROW_IDLE_SECONDS + 60)
+    first, table_name = gate(azurite, [Window(60, 100)], clock=lambda: real_now)
+    table = first._table
+    ahead = int(idle_later.timestamp()) // 60 + 5
+    table.upsert_entity({"PartitionKey": "mde-tenant", "RowKey": "booking-stopped", "q60": "1000:3"})
+    table.upsert_entity({"PartitionKey": "mde-tenant", "RowKey": "booking-live", "q60": f"{ahead}:2"})
+
+    def rows():
+        return sorted(e["RowKey"] for e in table.query_entities("PartitionKey eq 'mde-tenant'"))
+
+    assert isinstance(first.admit(), Admit)   # read: written just now, so kept even with nothing to come
+    assert rows() == ["booking-live", "booking-stopped", "state"]
+    later, _ = gate(azurite, [Window(60, 100)], clock=lambda: idle_later, name=table_name)
+    assert isinstance(later.admit(), Admit)
+    assert rows() == ["booking-live", "state"]
+    assert later._others == {"q60": {ahead: 2.0}}   # the live row's places are counted
