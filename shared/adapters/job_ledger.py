@@ -9,7 +9,9 @@ Writers:
     submit(request)        the HTTP front door: create-only "queued"; an existing entity is returned instead
     begin(request)         the processor, before anything else: "running" (one write for a hunt that came by
                            queue; an HTTP submission's is written with If-Match on what it read, so that a cancel
-                           in between is never overwritten); whether the job was seen before, or cancelled
+                           in between is never overwritten); whether the job was seen before, or cancelled. A hunt
+                           that began before (a later attempt, a copy the quota gate sent back) begins only once
+                           the gate lets it call: sent back again, its one write is the outcome's
     cancel(tenant, id)     a queued hunt only, with If-Match: "cancelled"
     the observer           (LedgerObserver) after every handled message: the outcome's state, one merge write
 
@@ -182,7 +184,7 @@ class JobLedger:
         update: dict[str, Any] = {"PartitionKey": partition, "RowKey": request.id, "status": "running",
                                   "updated_at": now, "api": request.api, "attempts": request.attempt,
                                   "request_sha256": request.digest(), "expires_at": now + self._retention}
-        if request.attempt > 1 or request.gate_waits:
+        if request.began_before:
             self._table.upsert_entity(update, mode=UpdateMode.MERGE)
             return Begun.SEEN
         for _ in range(MAX_CONFLICTS):

@@ -168,7 +168,11 @@ class HuntProcessor:
 
     def _run(self, message: MessageInfo, request: HuntRequest) -> Outcome:
         logger.info("hunt %s: attempt %s on %s", request.id, request.attempt, request.api)
-        begun = self._jobs.begin(request) if self._jobs is not None else Begun.SEEN
+        # A hunt that began before (it cannot have been cancelled since) is marked running once the quota gate
+        # lets it call: a copy the gate sends back again costs the ledger one write, the outcome's, not two.
+        begin_at_call = self._jobs is not None and request.began_before and not request.split \
+            and request.pending_delivery is None
+        begun = Begun.SEEN if begin_at_call or self._jobs is None else self._jobs.begin(request)
         if begun is Begun.CANCELLED:
             logger.info("hunt %s: cancelled before it ran; completing the message", request.id)
             return Outcome(request.id, Cause.CANCELLED, "cancelled before it ran", request.api, tenant=request.tenant)
@@ -194,7 +198,7 @@ class HuntProcessor:
         ran = self._route(request)
         if request.split:
             return self._split_hunt(job, ran, query)
-        reply = self._call(ran, query)
+        reply = self._call(ran, query, begin=request if begin_at_call else None)
         if isinstance(reply, Wait):   # the same attempt goes back on the queue: no call was spent
             return self._retry(job, GateWait(reply.seconds, reply.reason))
         if isinstance(reply, ApiReply) and self._retired_now(ran, reply):
@@ -286,17 +290,20 @@ class HuntProcessor:
         chosen = route(request.api, self._settings.legacy_apis, now=self._clock(), retired=retired)
         return request.ran_on(chosen.api, chosen.warnings)
 
-    def _call(self, ran: HuntRequest, query: str) -> ApiResult | Wait:
-        """One call through the fleet's quota gate, on the API the hunt runs on. Its running time is told to the
-        gate: its own wall clock up to the answer's head (from the request sent: ResultStream.answered_in), or,
-        from mde and m365d, the Stats.ExecutionTime their answer states (read with the rows: the charge waits on
-        the stream until `_settle_running_time`)."""
+    def _call(self, ran: HuntRequest, query: str, *, begin: HuntRequest | None = None) -> ApiResult | Wait:
+        """One call through the fleet's quota gate, on the API the hunt runs on; `begin`: the hunt to mark running
+        in the job ledger once the gate lets it call. Its running time is told to the gate: its own wall clock up
+        to the answer's head (from the request sent: ResultStream.answered_in), or, from mde and m365d, the
+        Stats.ExecutionTime their answer states (read with the rows: the charge waits on the stream until
+        `_settle_running_time`)."""
         tenant = self._tenant(ran)
-        if self._gate is None:
-            return self._client.run(ran.api, query, ran.timespan, tenant)
-        verdict = self._gate.admit(ran.api, tenant)
+        verdict = Admit() if self._gate is None else self._gate.admit(ran.api, tenant)
         if isinstance(verdict, Wait):
             return verdict
+        if begin is not None and self._jobs is not None:
+            self._jobs.begin(begin)
+        if self._gate is None:
+            return self._client.run(ran.api, query, ran.timespan, tenant)
         started = time.monotonic()
         result = self._client.run(ran.api, query, ran.timespan, tenant)
         wall = result.answered_in if isinstance(result, ResultStream) else time.monotonic() - started

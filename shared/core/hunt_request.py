@@ -85,6 +85,12 @@ class HuntRequest:
     requested_api: Api | None = None   # set when another API ran the hunt (shared.core.routing); never sent on
     warnings: tuple[str, ...] = ()     # why, for the envelope
 
+    @property
+    def began_before(self) -> bool:
+        """A later attempt, or a copy the quota gate sent back: a run of this hunt began before (and so it cannot
+        have been cancelled since: only a queued hunt can be)."""
+        return self.attempt > 1 or self.gate_waits > 0
+
     def ran_on(self, api: Api, warnings: tuple[str, ...]) -> HuntRequest:
         """This hunt as run on `api` instead of the one it names (the envelope says both, and why)."""
         if api == self.api:
