@@ -179,6 +179,8 @@ class QuotaGate:
                         index, delay = booked_running_time(verdict.runtime_window, now,
                                                            self._taken(field, booking), estimate, self._rand)
                         _add(booking, field, index, estimate)
+                        if self._windows:   # and a call place in it (below)
+                            delay = self._call_place(booking, now, index * verdict.runtime_window.seconds)
                         verdict = Wait(delay, verdict.reason)
                 else:
                     new = admitted(new, self._windows, now)
@@ -315,6 +317,18 @@ class QuotaGate:
             return
         with contextlib.suppress(AzureError):   # another reader deleted it first, or storage is away: no matter
             self._table.delete_entity(row, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+
+    def _call_place(self, booking: dict[str, dict[int, float]], now: datetime, not_before: int) -> float:
+        """A hunt booked into a later running-time window also takes a place in one of its call windows (the
+        shortest kind: the first from the window's start with places left), and comes back then. The copies
+        booked into a running-time window so come back spread over its call windows, as they can be admitted,
+        rather than all at its start, where most would meet a full call window and be booked again (a run each)
+        while holding every worker's slots. The delay until that call window opens."""
+        window = min(self._windows, key=lambda w: w.seconds)
+        field = f"q{window.seconds}"
+        index, delay = booked(window, now, self._taken(field, booking), self._rand, not_before=not_before)
+        _add(booking, field, index, 1)
+        return delay
 
     def _taken(self, field: str, booking: dict[str, dict[int, float]]) -> dict[int, float]:
         """The places taken in each later window of a booking field: the others' as read, this process's, and

@@ -112,13 +112,15 @@ def decide(*, now: datetime, paused_until: datetime | None, counts: Sequence[int
     return Admit(estimate)
 
 
-def booked(window: Window, now: datetime, taken: Mapping[int, float],
-           rand: Callable[[], float]) -> tuple[int, float]:
+def booked(window: Window, now: datetime, taken: Mapping[int, float], rand: Callable[[], float], *,
+           not_before: int = 0) -> tuple[int, float]:
     """A hunt the call budget turned away takes a place in the first later window with places left (at most the
     window's limit per window), so that a backlog comes back spread over the windows it needs, not all at every
-    boundary. `taken`: the places booked fleet-wide in each later window, by index (start / seconds). The window's
-    index, and the delay until it opens (spread over its first moments)."""
-    return _book(window, now, rand, taken, fits=lambda places: places < max(window.limit, 1))
+    boundary. `taken`: the places booked fleet-wide in each later window, by index (start / seconds);
+    `not_before`: the earliest start (epoch seconds) of the window taken. The window's index, and the delay until
+    it opens (spread over its first moments)."""
+    return _book(window, now, rand, taken, fits=lambda places: places < max(window.limit, 1),
+                 first=-(-not_before // window.seconds))
 
 
 def booked_running_time(window: RuntimeWindow, now: datetime, taken: Mapping[int, float], estimate: float,
@@ -137,10 +139,10 @@ def booked_running_time(window: RuntimeWindow, now: datetime, taken: Mapping[int
 
 
 def _book(window: _Aligned, now: datetime, rand: Callable[[], float], taken: Mapping[int, float],
-          fits: Callable[[float], bool]) -> tuple[int, float]:
-    """The first window after the current one whose bookings so far `fits` one more (a window with none always
-    does), and the delay until it opens, spread over its first moments."""
-    index = window.start(now) // window.seconds + 1
+          fits: Callable[[float], bool], first: int = 0) -> tuple[int, float]:
+    """The first window after the current one (and from index `first` on) whose bookings so far `fits` one more
+    (a window with none always does), and the delay until it opens, spread over its first moments."""
+    index = max(window.start(now) // window.seconds + 1, first)
     while not fits(taken.get(index, 0)):
         index += 1
     return index, index * window.seconds - now.timestamp() + rand() * min(BOOKED_SPREAD_SECONDS, window.seconds / 5)

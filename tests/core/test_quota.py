@@ -147,6 +147,10 @@ def test_a_turned_away_hunt_books_a_place_in_the_first_later_window_with_room():
     # Once that window has begun, bookings start from the one after it.
     later = datetime(2026, 12, 1, 12, 0, 41, tzinfo=UTC)
     assert booked(window, later, taken, no_jitter)[1] == 9.0
+    # Not before a given start: the first window from there with room (one starting mid-window: the next one).
+    start = int(now.timestamp()) + 57   # 12:01:00
+    assert booked(window, now, taken, no_jitter, not_before=start) == (start // 10, 57.0)
+    assert booked(window, now, {start // 10: 3}, no_jitter, not_before=start - 5) == (start // 10 + 1, 67.0)
 
 
 def test_a_hunt_the_running_time_budget_turned_away_books_its_estimate_in_a_later_window():

@@ -310,3 +310,22 @@ def test_a_booking_row_with_nothing_to_come_is_deleted_once_idle_and_one_with_pl
     assert isinstance(later.admit(), Admit)
     assert rows() == ["booking-live", "state"]
     assert later._others == {"q60": {ahead: 2.0}}   # the live row's places are counted
+
+
+def test_hunts_the_running_time_budget_turned_away_come_back_spread_over_the_call_windows_they_fit(azurite):
+    """Each takes running time in a later running-time window and a call place in it, so that the copies come back
+    as the call windows admit them, rather than all at the running-time window's start."""
+    from shared.core.quota import RuntimeWindow
+
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)   # 55 s before the next minute
+    one, _ = gate(azurite, [Window(10, 3)], clock=lambda: now)
+    one._runtime = (RuntimeWindow(seconds=60, budget=0.5),)   # booked up to 1 s a minute (RUNTIME_OVERBOOKING)
+    first = one.admit()
+    assert isinstance(first, Admit)
+    one.spent(0.25, first.reserved)   # one call's running time: 0.25 s
+    assert isinstance(one.admit(), Admit)   # 0.5 s of 0.5 spent this minute; 2 calls of the 10 s window's 3
+    waits = [one.admit() for _ in range(8)]
+    assert all(isinstance(w, Wait) and w.reason.startswith("the running-time budget") for w in waits)
+    starts = [int(w.seconds) // 10 * 10 + 5 for w in waits]   # the call window each comes back in, from now
+    # Four 0.25 s hunts a minute: three in the minute's first 10 s window (its call limit), the fourth in the next
+    assert sorted(starts) == [55, 55, 55, 65, 115, 115, 115, 125]
