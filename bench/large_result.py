@@ -119,11 +119,11 @@ def copy_transfer(api: str, msi: str, query: str, azurite: Azurite, container: s
     in flight while the next fills) and nothing read in between: the seconds of the copy, what the local stack's
     storage allows any relay (Azurite is one Node process on the same cores)."""
     from shared.adapters.blob_writer import StagedBlobWriter
-    from shared.adapters.http_session import storage_session
+    from shared.adapters.http_session import pooled_session
 
     token = requests.get(msi, params={"api-version": "2019-08-01", "resource": RESOURCE},
                          headers={"X-IDENTITY-HEADER": "sandbox"}, timeout=30).json()["access_token"]
-    blob = BlobServiceClient.from_connection_string(azurite.connection_string, session=storage_session(),
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string, session=pooled_session(),
                                                     session_owner=False).get_blob_client(container, "copy.json")
     started = time.perf_counter()
     with requests.post(api + "/api/advancedqueries/run", json={"Query": query}, stream=True, timeout=600,

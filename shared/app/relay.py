@@ -24,7 +24,7 @@ from azure.storage.queue import QueueClient
 from shared.adapters.breaker_table import Breakers
 from shared.adapters.credentials import TenantCredentials
 from shared.adapters.dead_letters import DeadLetters
-from shared.adapters.http_session import pooled_session, storage_session
+from shared.adapters.http_session import pooled_session
 from shared.adapters.hunting_client import HuntingClient
 from shared.adapters.job_ledger import JobLedger, LedgerObserver
 from shared.adapters.message_keys import LazyRelayMark
@@ -75,7 +75,7 @@ class Relay:
         self.client = HuntingClient(credentials if telemetry is None else steps.timed_credentials(credentials),
                                     self.session, cloud=settings.cloud, base_url=settings.api_base_url,
                                     row_cap=settings.row_cap)
-        self.storage_session = storage_session()   # the Azure SDKs' own (shared.adapters.http_session)
+        self.storage_session = pooled_session()   # the Azure SDKs' own (shared.adapters.http_session)
         self.queue_service, self.blob_service = storage_clients(settings, self.storage_session)
         self._containers: dict[str, ContainerClient] = {}
         self._queues: dict[str, QueueClient] = {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
 
-from shared.adapters.http_session import DirectSession, pooled_session, storage_session
+from shared.adapters.http_session import DirectSession, pooled_session
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
@@ -54,6 +55,10 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
     do_PUT = do_GET = _answer
 
+    def do_POST(self) -> None:   # a hunting API that takes its time: 0.2 s before the head
+        time.sleep(0.2)
+        self._answer()
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -69,7 +74,7 @@ def recorder() -> Iterator[str]:
 
 
 def test_the_storage_session_sends_exactly_what_the_sdk_gives_it(no_proxy_environment, recorder):
-    session = storage_session()
+    session = pooled_session()
     assert isinstance(session, DirectSession) and session.trust_env is False
     session.cookies.set("stray", "cookie")   # the session's cookie jar never joins a call (its headers do)
     response = session.request("PUT", f"{recorder}/c/blob?comp=block", headers={"x-ms-version": "2025-01-05"},
@@ -81,6 +86,24 @@ def test_the_storage_session_sends_exactly_what_the_sdk_gives_it(no_proxy_enviro
     assert "Cookie" not in headers and headers["Connection"] == "keep-alive"
 
 
+def test_the_hunting_api_s_call_goes_the_direct_way_and_says_how_long_the_answer_s_head_took(
+        no_proxy_environment, recorder):
+    """The hunting client's post (bytes, streamed, no redirects) skips requests' preparation like the SDKs' calls,
+    and still carries `elapsed`, from which the quota gate meters a Graph call's running time."""
+    session = pooled_session()
+    sent = {"prepared": 0}
+    prepare = session._prepare
+    session._prepare = lambda *args: (sent.__setitem__("prepared", sent["prepared"] + 1), prepare(*args))[1]
+    response = session.post(f"{recorder}/api/advancedqueries/run", data=b'{"Query":"x"}', stream=True,
+                            allow_redirects=False, timeout=(5, 5),
+                            headers={"Authorization": "Bearer t", "Content-Type": "application/json"})
+    assert response.status_code == 201 and response.content == b"ok"
+    assert sent["prepared"] == 0 and response.elapsed.total_seconds() >= 0.2
+    [(method, path, headers, body)] = _Recorder.seen
+    assert (method, path, body, headers["Authorization"]) == ("POST", "/api/advancedqueries/run", b'{"Query":"x"}',
+                                                              "Bearer t")
+
+
 def test_the_storage_session_carries_the_azure_sdks_over_azurite(no_proxy_environment, azurite):
     """Each SDK the relay uses, over the direct session: a table's conditional write, a queue's messages, a blob's
     create-only upload and download."""
@@ -90,7 +113,7 @@ def test_the_storage_session_carries_the_azure_sdks_over_azurite(no_proxy_enviro
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    shared = {"session": storage_session(), "session_owner": False}
+    shared = {"session": pooled_session(), "session_owner": False}
     name = "direct" + uuid.uuid4().hex[:10]
     table = TableServiceClient.from_connection_string(azurite.connection_string, **shared).create_table(name)
     written = table.create_entity({"PartitionKey": "p", "RowKey": "r", "n": 1})
@@ -116,7 +139,7 @@ def test_the_storage_session_carries_the_azure_sdks_over_azurite(no_proxy_enviro
 
 def test_with_a_proxy_configured_the_storage_session_is_requests_own(no_proxy_environment):
     no_proxy_environment.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    session = storage_session()
+    session = pooled_session()
     assert not isinstance(session, DirectSession) and session.trust_env is True
 
 
@@ -147,7 +170,7 @@ def test_a_pooled_connection_the_server_reset_is_sent_again_once_on_a_fresh_one(
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    session = storage_session()
+    session = pooled_session()
     url = f"http://127.0.0.1:{port}/t"
     assert session.request("PUT", url, data=b"a", allow_redirects=False, timeout=5).status_code == 201
     assert session.request("PUT", url, data=b"b", allow_redirects=False, timeout=5).status_code == 201
@@ -176,7 +199,7 @@ def test_over_https_the_storage_session_verifies_the_certificate_against_the_bun
     import requests
 
     url, bundle = tls_recorder
-    session = storage_session()
+    session = pooled_session()
     with pytest.raises(requests.exceptions.SSLError):   # the default store does not trust a self-signed certificate
         session.request("PUT", f"{url}/c/b", data=b"x", allow_redirects=False, timeout=5, verify=True)
     response = session.request("PUT", f"{url}/c/b", data=b"x", allow_redirects=False, timeout=5, verify=bundle)
@@ -186,7 +209,7 @@ def test_over_https_the_storage_session_verifies_the_certificate_against_the_bun
 def test_a_body_that_is_a_stream_is_prepared_by_requests_and_sent_whole(no_proxy_environment, recorder):
     import io
 
-    session = storage_session()
+    session = pooled_session()
     response = session.request("PUT", f"{recorder}/c/streamed", data=io.BytesIO(b"streamed body"),
                                headers={"x-ms-version": "2025-01-05"}, allow_redirects=False, timeout=5)
     assert response.status_code == 201
@@ -196,7 +219,7 @@ def test_a_body_that_is_a_stream_is_prepared_by_requests_and_sent_whole(no_proxy
 
 def test_text_bodies_are_sent_as_utf8_with_their_length_and_a_bodyless_put_says_zero(no_proxy_environment,
                                                                                        recorder):
-    session = storage_session()
+    session = pooled_session()
     # The method in lower case: upper-cased, as requests does (the recorder answers PUT only).
     session.request("put", f"{recorder}/t", data='{"name": "Zoë"}', allow_redirects=False, timeout=5)
     session.request("PUT", f"{recorder}/empty", allow_redirects=False, timeout=5)
@@ -216,7 +239,7 @@ def test_connection_failures_and_timeouts_are_raised_as_requests_errors(no_proxy
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    session = storage_session()
+    session = pooled_session()
     with pytest.raises(requests.ConnectionError):
         session.request("GET", f"http://127.0.0.1:{port}/x", allow_redirects=False, timeout=2)
 
@@ -233,7 +256,7 @@ def test_a_host_s_connection_pool_is_looked_up_once_and_the_kept_pools_stay_boun
                                                                                       recorder):
     from shared.adapters.http_session import HOST_POOLS
 
-    session = storage_session()
+    session = pooled_session()
     adapter = session.get_adapter(recorder)
     lookups: list[str] = []
     original = adapter.get_connection_with_tls_context
