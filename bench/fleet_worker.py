@@ -140,7 +140,8 @@ class PhaseTimes:
 
 class StorageCalls:
     """Storage requests this process sent, by service and method ("table PUT"), counted around the storage
-    session's `request` (shared.adapters.http_session.DirectSession); skipped when it has none."""
+    session's `request` (shared.adapters.http_session.DirectSession; requests to other hosts, the hunting API's,
+    are not counted); skipped when it has none."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -161,9 +162,10 @@ class StorageCalls:
 
         def counted(self: Any, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
             text = str(url)
-            service = next((name for base, name in services.items() if text.startswith(base)), "other")
-            with counts.lock:
-                counts.counts[f"{service} {method}"] += 1
+            service = next((name for base, name in services.items() if text.startswith(base)), None)
+            if service is not None:   # the hunting API's calls go over such a session too: not counted here
+                with counts.lock:
+                    counts.counts[f"{service} {method}"] += 1
             return original(self, method, url, *args, **kwargs)
 
         session.request = counted
