@@ -341,15 +341,21 @@ class QuotaGate:
 
     def _book(self, booking: dict[str, dict[int, float]], now: datetime) -> None:
         """This batch's places, written to this process's booking row with the ones it still holds (passed ones
-        dropped). The row has no other writer: the write replaces it, unconditionally."""
+        dropped). The row has no other writer: the write replaces it, unconditionally. A write storage refuses
+        changes no hunt's fate (a booking only spreads hunts out): the places are kept, and the next write
+        carries them."""
         mine = {field: self._ahead(field, places, now) for field, places in self._mine.items()}
         for field, places in booking.items():
             for index, amount in places.items():
                 _add(mine, field, index, amount)
-        self._table.upsert_entity({"PartitionKey": self._key, "RowKey": self._row,
-                                   **{field: bookings_text(places) for field, places in mine.items() if places}},
-                                  mode=UpdateMode.REPLACE)
         self._mine = {field: places for field, places in mine.items() if places}
+        try:
+            self._table.upsert_entity({"PartitionKey": self._key, "RowKey": self._row,
+                                       **{field: bookings_text(places) for field, places in self._mine.items()}},
+                                      mode=UpdateMode.REPLACE)
+        except AzureError as error:
+            logger.warning("quota gate %s: the booking row could not be written (%s); its places are kept for the "
+                           "next write", self._key, type(error).__name__)
 
     def _write(self, state: dict[str, Any]) -> bool:
         """Create the entity, or replace the kept copy if nobody changed it since; False (and forget it) on a

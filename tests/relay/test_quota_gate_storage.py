@@ -329,3 +329,30 @@ def test_hunts_the_running_time_budget_turned_away_come_back_spread_over_the_cal
     starts = [int(w.seconds) // 10 * 10 + 5 for w in waits]   # the call window each comes back in, from now
     # Four 0.25 s hunts a minute: three in the minute's first 10 s window (its call limit), the fourth in the next
     assert sorted(starts) == [55, 55, 55, 65, 115, 115, 115, 125]
+
+
+def test_a_booking_row_storage_refuses_still_turns_the_hunts_away_and_the_next_write_carries_its_places(azurite):
+    """A booking only spreads hunts out: when its write fails, the Waits (and an admission decided in the same
+    batch) stand, and the places are written with the next booking."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared.core.quota import bookings_of
+
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    one, _ = gate(azurite, [Window(60, 1)], clock=lambda: now)
+    assert isinstance(one.admit(), Admit)
+    real = one._table
+
+    class BookingRefused(SlowCountingTable):
+        def upsert_entity(self, *args, **kwargs):
+            self.writes += 1
+            raise ServiceRequestError("storage is away")
+
+    one._table = BookingRefused(real, delay=0)
+    refused = one.admit()
+    assert isinstance(refused, Wait) and 55 <= refused.seconds <= 57 and one._table.writes == 1
+    one._table = real
+    assert isinstance(one.admit(), Wait)
+    minute = int(now.timestamp()) // 60
+    [row] = [e for e in real.query_entities("PartitionKey eq 'mde-tenant'") if e["RowKey"].startswith("booking-")]
+    assert bookings_of(row["q60"]) == {minute + 1: 1.0, minute + 2: 1.0}   # the refused booking's place too
