@@ -167,21 +167,7 @@ class QuotaGate:
                                  runtime=self._runtime, runtime_used=runtime_used_at(new, self._runtime, now),
                                  estimate=estimate)
                 if isinstance(verdict, Wait):
-                    # Turned away by a call or running-time budget: a place in a later window, so that the backlog
-                    # comes back spread over the windows it needs rather than all at the next boundary.
-                    if verdict.window is not None:
-                        field = f"q{verdict.window.seconds}"
-                        index, delay = booked(verdict.window, now, self._taken(field, booking), self._rand)
-                        _add(booking, field, index, 1)
-                        verdict = Wait(delay, verdict.reason)
-                    elif verdict.runtime_window is not None:
-                        field = f"r{verdict.runtime_window.seconds}"
-                        index, delay = booked_running_time(verdict.runtime_window, now,
-                                                           self._taken(field, booking), estimate, self._rand)
-                        _add(booking, field, index, estimate)
-                        if self._windows:   # and a call place in it (below)
-                            delay = self._call_place(booking, now, index * verdict.runtime_window.seconds)
-                        verdict = Wait(delay, verdict.reason)
+                    verdict = self._booked_wait(verdict, now, estimate, booking)
                 else:
                     new = admitted(new, self._windows, now)
                     if self._runtime:
@@ -317,6 +303,26 @@ class QuotaGate:
             return
         with contextlib.suppress(AzureError):   # another reader deleted it first, or storage is away: no matter
             self._table.delete_entity(row, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+
+    def _booked_wait(self, verdict: Wait, now: datetime, estimate: float,
+                     booking: dict[str, dict[int, float]]) -> Wait:
+        """A hunt turned away by a call or running-time budget takes a place in a later window (added to this
+        batch's `booking`), so that the backlog comes back spread over the windows it needs rather than all at the
+        next boundary; the Wait until then. A pause books nothing."""
+        if verdict.window is not None:
+            field = f"q{verdict.window.seconds}"
+            index, delay = booked(verdict.window, now, self._taken(field, booking), self._rand)
+            _add(booking, field, index, 1)
+        elif verdict.runtime_window is not None:
+            field = f"r{verdict.runtime_window.seconds}"
+            index, delay = booked_running_time(verdict.runtime_window, now, self._taken(field, booking), estimate,
+                                               self._rand)
+            _add(booking, field, index, estimate)
+            if self._windows:   # and a call place in it
+                delay = self._call_place(booking, now, index * verdict.runtime_window.seconds)
+        else:
+            return verdict
+        return Wait(delay, verdict.reason)
 
     def _call_place(self, booking: dict[str, dict[int, float]], now: datetime, not_before: int) -> float:
         """A hunt booked into a later running-time window also takes a place in one of its call windows (the

@@ -12,6 +12,7 @@ import pytest
 
 from shared.core.hunt_request import decode_hunt_request
 from shared.core.outcome import Cause
+from shared.core.quota import Admit
 from tests.adapters.test_job_ledger_begin import CountingTable
 from tests.relay.conftest import RelayStack
 
@@ -28,7 +29,7 @@ def gate_copy(relay, job: str) -> bytes:
 def test_a_copy_the_gate_sends_back_again_writes_the_ledger_once(relay_stack: RelayStack):
     relay = relay_stack.make(HUNT_QUOTA_WINDOWS="1/3600s")
     assert relay.gates is not None and relay.jobs is not None
-    assert type(relay.gates.admit("mde")).__name__ == "Admit"   # the hour's one call is spent
+    assert isinstance(relay.gates.admit("mde"), Admit)   # the hour's one call is spent
     job = "gate-copy-" + uuid.uuid4().hex[:8]
     counted = CountingTable(relay.jobs._table)
     relay.jobs._table = counted
